@@ -1,0 +1,41 @@
+# genimage: `make run` starts the whole stack on loopback, `make test` runs the whole suite.
+# Only Python 3.11 and make are needed; everything else is installed into .venv.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PACKAGES := -e libs/common[db,storage] -e libs/devstack[containers] \
+            -e services/gateway -e services/billing -e services/generation -e services/gallery
+SOURCES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) requirements-dev.txt constraints.txt
+
+.PHONY: run test lint fmt install clean-data constraints
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(PACKAGES) -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m genimage_devstack run --data-dir .data
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check libs services tests
+	$(BIN)/ruff format --check libs services tests
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix libs services tests
+	$(BIN)/ruff format libs services tests
+
+# Re-pin every third-party dependency to what is installed now.
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean-data:
+	rm -rf .data

@@ -1,0 +1,1 @@
+"""What the genimage services share, and nothing else."""

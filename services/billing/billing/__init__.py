@@ -1,0 +1,1 @@
+"""genimage billing service."""

@@ -1,0 +1,1 @@
+"""genimage gallery service."""

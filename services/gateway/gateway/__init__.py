@@ -1,0 +1,1 @@
+"""genimage gateway: the public REST API."""

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from .. import identity
+from ..deps import ServicesDep
+from ..schemas import Credentials, RefreshRequest, SignupOut, TokensOut, UserOut
+from .responses import errors
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=SignupOut, responses=errors(409, 422))
+async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
+    """Create an account; the signup credits follow shortly (billing grants them on the event)."""
+    async with services.sessions.begin() as session:
+        user, tokens = await identity.signup(session, services.settings, email=body.email, password=body.password)
+    services.relay.wake()
+    return SignupOut(
+        user=UserOut(**user.__dict__),
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+    )
+
+
+@router.post("/login", response_model=TokensOut, responses=errors(401, 422))
+async def login(body: Credentials, services: ServicesDep) -> TokensOut:
+    async with services.sessions.begin() as session:
+        _, tokens = await identity.login(session, services.settings, email=body.email, password=body.password)
+    return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
+
+
+@router.post("/refresh", response_model=TokensOut, responses=errors(401, 422))
+async def refresh(body: RefreshRequest, services: ServicesDep) -> TokensOut:
+    """Exchange a refresh token for new tokens. Each refresh token works once."""
+    # Committed even when refused: revoking a reused token's family must stick.
+    async with services.sessions() as session:
+        try:
+            tokens = await identity.refresh(session, services.settings, refresh_token=body.refresh_token)
+        finally:
+            await session.commit()
+    return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(422))
+async def logout(body: RefreshRequest, services: ServicesDep) -> None:
+    async with services.sessions.begin() as session:
+        await identity.logout(session, refresh_token=body.refresh_token)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from genimage_common.messaging import rpc_call
+from genimage_common.subjects import rpc
+
+from ..deps import CurrentUser, ServicesDep
+from ..schemas import Credits, LedgerEntry, Page
+from .account import balance
+from .responses import errors
+
+router = APIRouter(prefix="/v1/credits", tags=["credits"])
+
+
+@router.get("", response_model=Credits, responses=errors(401, 503))
+async def get_credits(user: CurrentUser, services: ServicesDep) -> Credits:
+    return await balance(services, user.id)
+
+
+@router.get("/ledger", response_model=Page[LedgerEntry], responses=errors(401, 422, 503))
+async def ledger(
+    user: CurrentUser,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict:
+    return await rpc_call(
+        services.broker,
+        rpc("billing", "ledger"),
+        {"user_id": str(user.id), "limit": limit, "cursor": cursor},
+        timeout=services.settings.rpc_timeout_s,
+    )

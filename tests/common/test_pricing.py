@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from genimage_common.pricing import Pricing
+
+
+def test_default_list_prices() -> None:
+    p = Pricing()
+    assert p.cost("image", 1) == 5
+    assert p.cost("image", 4) == 20
+    assert p.cost("video", 1) == 10
+    assert p.signup_grant == 20
+
+
+def test_prices_are_configurable_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRICING_IMAGE_CREDITS_PER_OUTPUT", "3")
+    monkeypatch.setenv("PRICING_SIGNUP_GRANT", "100")
+    p = Pricing()
+    assert p.cost("image", 2) == 6
+    assert p.signup_grant == 100
+
+
+def test_delivered_cost_never_exceeds_the_reservation() -> None:
+    p = Pricing()
+    assert p.delivered_cost("image", delivered=2, reserved=20) == 10
+    assert p.delivered_cost("image", delivered=9, reserved=20) == 20
+    assert p.delivered_cost("image", delivered=0, reserved=20) == 0
+
+
+def test_zero_outputs_is_not_a_price() -> None:
+    with pytest.raises(ValueError):
+        Pricing().cost("image", 0)

@@ -1,0 +1,32 @@
+"""Session fixtures: real NATS, PostgreSQL and S3 processes on free loopback ports (or
+containers with GENIMAGE_INFRA=containers), stopped afterwards — also when tests fail."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from genimage_devstack.infra import Endpoints, Infra, Ports
+from genimage_devstack.stack import prepare, service_env
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    # Only what the tests start: an outer NATS_URL/DATABASE_URL/S3_ENDPOINT is not used here.
+    environ = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "S3_ENDPOINT")}
+    stack = Infra(tmp_path_factory.mktemp("infra"), Ports.free(), for_tests=True, environ=environ)
+    endpoints = stack.start()
+    try:
+        yield endpoints
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(infra: Endpoints) -> dict[str, str]:
+    """Environment for service processes, with streams, bucket and schemas in place."""
+    env = service_env(infra, {"ENVIRONMENT": "test", "LOG_LEVEL": "INFO"})
+    prepare(infra, env)
+    return env
