@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from genimage_devstack.stack import ServiceProcess
-from tests.e2e.users import signup
+from tests.api import signup
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e

@@ -56,5 +56,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Access logs and driver chatter would drown the service's own lines.
-    for noisy in ("uvicorn.access", "aiobotocore", "botocore", "urllib3"):
+    for noisy in ("uvicorn.access", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

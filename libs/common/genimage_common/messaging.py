@@ -43,7 +43,7 @@ def make_broker(servers: str, *, service: str, registry: CollectorRegistry = REG
         # Reconnect forever: a worker survives a NATS restart instead of exiting.
         max_reconnect_attempts=-1,
         # Through the root logger, so FastStream's lines are JSON like ours.
-        logger=logging.getLogger("faststream.broker"),
+        logger=logging.getLogger("genimage.faststream"),
     )
 
 

@@ -63,7 +63,7 @@ def build_worker_app(
         broker,
         asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(REGISTRY))],
         asyncapi_path="/docs/asyncapi",
-        logger=logging.getLogger("faststream.app"),
+        logger=logging.getLogger("genimage.faststream"),
         specification=AsyncAPI(title=title, version="1.0.0"),
         lifespan=lifespan,
         on_startup=on_startup,

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--data-dir", type=Path, default=Path(".data"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[devstack] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     if args.command == "run":
         run_stack(args.data_dir.resolve())

@@ -23,7 +23,21 @@ from genimage_common.telemetry import build_info, configure_tracing
 from . import problems
 from .deps import Services
 from .models import outbox
-from .routes import account, auth, credits, generations, health, images
+from .routes import (
+    account,
+    admin,
+    auth,
+    billing,
+    boards,
+    credits,
+    events,
+    feed,
+    generations,
+    health,
+    images,
+    stats,
+    uploads,
+)
 from .settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -74,7 +88,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (auth, account, generations, images, credits, health):
+    routers = (auth, account, uploads, generations, events, images, boards, feed, stats, credits, billing, admin)
+    for module in (*routers, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -1,4 +1,4 @@
-"""Signing up test users through the public API."""
+"""Test users through the public API."""
 
 from __future__ import annotations
 
