@@ -26,12 +26,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check libs services tests
-	$(BIN)/ruff format --check libs services tests
+	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff format --check libs services tests bench
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix libs services tests
-	$(BIN)/ruff format libs services tests
+	$(BIN)/ruff check --fix libs services tests bench
+	$(BIN)/ruff format libs services tests bench
 
 # Re-pin every third-party dependency to what is installed now.
 constraints: $(STAMP)
