@@ -8,8 +8,10 @@ STAMP  := $(VENV)/.installed
 PACKAGES := -e libs/common[db,storage] -e libs/devstack[containers] \
             -e services/gateway -e services/billing -e services/generation -e services/gallery
 SOURCES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) requirements-dev.txt constraints.txt
+# promtool checks deploy/prometheus in the suite (tests/ops); not on PyPI, see deploy/tools/install-promtool.sh.
+PROMTOOL := $(BIN)/promtool
 
-.PHONY: run test lint fmt install clean-data constraints
+.PHONY: run test lint fmt install tools clean-data constraints
 
 install: $(STAMP)
 
@@ -19,10 +21,15 @@ $(STAMP): $(SOURCES)
 	$(BIN)/python -m pip install --quiet -c constraints.txt $(PACKAGES) -r requirements-dev.txt
 	touch $(STAMP)
 
+tools: $(PROMTOOL)
+
+$(PROMTOOL): | $(STAMP)
+	sh deploy/tools/install-promtool.sh $(PROMTOOL)
+
 run: $(STAMP)
 	$(BIN)/python -m genimage_devstack run --data-dir .data
 
-test: $(STAMP)
+test: $(STAMP) $(PROMTOOL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -4,7 +4,10 @@ containers with GENIMAGE_INFRA=containers), stopped afterwards — also when tes
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,15 +18,18 @@ from genimage_devstack.stack import SERVICES, ServiceProcess, prepare, service_e
 
 
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+def infra() -> Iterator[Endpoints]:
     # Only what the tests start: an outer NATS_URL/DATABASE_URL/S3_ENDPOINT is not used here.
     environ = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "S3_ENDPOINT")}
-    stack = Infra(tmp_path_factory.mktemp("infra"), Ports.free(), for_tests=True, environ=environ)
-    endpoints = stack.start()
+    # Not under pytest's basetemp: a concurrent pytest run resets /tmp/pytest-of-<user> to 0700,
+    # and PostgreSQL runs as its own unprivileged user (ADR 1) that must reach its data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="genimage-test-infra-"))
+    stack = Infra(data_dir, Ports.free(), for_tests=True, environ=environ)
     try:
-        yield endpoints
+        yield stack.start()
     finally:
         stack.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,17 @@ class ModelSpec(BaseModel):
     model: str | None = None
     timeout_s: float = Field(120, gt=0)
     fallbacks: list[str] = Field(default_factory=list)
+    # What the model makes; None = its provider's default (local: image and video; others: image).
+    kinds: list[Literal["image", "video"]] | None = None
+    # Provider-specific request settings (e.g. OpenAI quality, Stability endpoint, Replicate version).
+    options: dict[str, Any] = Field(default_factory=dict)
+    # What one output costs upstream, reported as provider_cost_usd in generation.completed.
+    cost_usd_per_output: float | None = Field(None, ge=0)
+
+    def supports(self, kind: str) -> bool:
+        if self.kinds is not None:
+            return kind in self.kinds
+        return kind in (("image", "video") if self.provider == "local" else ("image",))
 
 
 def load_catalog(path: Path) -> dict[str, ModelSpec]:

@@ -16,11 +16,16 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from .telemetry import instrument_sqlalchemy
+
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # A span per statement while OTEL export is on; nothing otherwise.
+    instrument_sqlalchemy(engine)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> SessionMaker:

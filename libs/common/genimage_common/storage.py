@@ -15,6 +15,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from .settings import CommonSettings
+from .telemetry import storage_span
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
 
@@ -58,14 +59,18 @@ class ObjectStore:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
 
-        await asyncio.to_thread(_ensure)
+        with storage_span("EnsureBucket", bucket=self.bucket):
+            await asyncio.to_thread(_ensure)
 
     async def ping(self) -> None:
         await asyncio.to_thread(self._client.bucket_exists, self.bucket)
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         """Same key on retry: a repeated write replaces the object with identical bytes."""
-        await asyncio.to_thread(self._client.put_object, self.bucket, key, io.BytesIO(data), len(data), content_type)
+        with storage_span("PutObject", bucket=self.bucket, key=key):
+            await asyncio.to_thread(
+                self._client.put_object, self.bucket, key, io.BytesIO(data), len(data), content_type
+            )
 
     async def get(self, key: str) -> bytes:
         def _get() -> bytes:
@@ -76,7 +81,8 @@ class ObjectStore:
                 resp.close()
                 resp.release_conn()
 
-        return await asyncio.to_thread(_get)
+        with storage_span("GetObject", bucket=self.bucket, key=key):
+            return await asyncio.to_thread(_get)
 
     async def stat(self, key: str) -> int | None:
         """Size of the object, or None when it does not exist."""
@@ -89,14 +95,17 @@ class ObjectStore:
                     return None
                 raise
 
-        return await asyncio.to_thread(_stat)
+        with storage_span("HeadObject", bucket=self.bucket, key=key):
+            return await asyncio.to_thread(_stat)
 
     async def delete(self, keys: list[str]) -> None:
         def _delete() -> None:
             for key in keys:
                 self._client.remove_object(self.bucket, key)
 
-        await asyncio.to_thread(_delete)
+        with storage_span("DeleteObjects", bucket=self.bucket) as span:
+            span.set_attribute("genimage.objects", len(keys))
+            await asyncio.to_thread(_delete)
 
     def presigned_get(self, key: str, *, expires_s: int = 300) -> str:
         return self._public.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))

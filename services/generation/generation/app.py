@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,10 +17,14 @@ from genimage_common.telemetry import build_info, configure_tracing
 from genimage_common.worker import build_worker_app
 
 from . import consumers
+from .cancellation import CancelRegistry
+from .chain import ProviderChain
+from .intake import JobIntake
 from .jobs import JobContext
-from .providers.base import Provider
-from .providers.local import LocalProvider
+from .providers.http import RetryPolicy
+from .providers.registry import build_providers, validate_catalog
 from .settings import GenerationSettings
+from .state import JobState
 
 SERVICE = "generation"
 
@@ -30,26 +35,72 @@ def create_app(settings: GenerationSettings | None = None) -> AsgiFastStream:
     configure_tracing(SERVICE)
     build_info(SERVICE)
     broker = make_broker(settings.nats_url, service=SERVICE)
-    broker.include_router(consumers.build_router(concurrency=settings.concurrency))
+    broker.include_router(consumers.router)
     store = ObjectStore(settings)
     catalog = load_catalog(settings.models_file)
-    providers: dict[str, Provider] = {"local": LocalProvider()}
+    validate_catalog(catalog)
+    policy = RetryPolicy(attempts=settings.retry_attempts, base_s=settings.retry_base_s, max_s=settings.retry_max_s)
+    # API keys are read once, from the variables the catalog names.
+    providers = build_providers(catalog, policy=policy, environ=os.environ, max_input_pixels=settings.max_input_pixels)
+    cancels = CancelRegistry()
+    running: dict[str, JobIntake | JobState] = {}
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await broker.connect()
-        await ensure_streams(broker.connection.jetstream(), settings)
+        js = broker.connection.jetstream()
+        await ensure_streams(js, settings)
         await store.ensure_bucket()
-        broker.context.set_global(
-            "jobs",
-            JobContext(
-                broker=broker,
-                store=store,
-                catalog=catalog,
-                providers=providers,
-                progress_interval_s=settings.progress_interval_s,
-            ),
+        state = await JobState.open(
+            js, bucket=settings.state_bucket, ttl_s=settings.state_ttl_s, replicas=settings.stream_replicas
         )
-        yield
+        running["state"] = state
+        ctx = JobContext(
+            broker=broker,
+            store=store,
+            catalog=catalog,
+            chain=ProviderChain(catalog, providers),
+            state=state,
+            cancels=cancels,
+            settings=settings,
+        )
+        broker.context.set_global("jobs", ctx)
+        running["intake"] = JobIntake(ctx, js)
+        try:
+            yield
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
 
-    return build_worker_app(broker, title="genimage generation", checks={"s3": store.ping}, lifespan=lifespan)
+    async def start_consuming() -> None:
+        # After the broker started: the cancel watch and the job intake need its connection.
+        state = running["state"]
+        assert isinstance(state, JobState)
+        await state.watch_cancels(cancels.cancel)
+        intake = running["intake"]
+        assert isinstance(intake, JobIntake)
+        await intake.start()
+
+    async def stop_consuming() -> None:
+        # Before the broker stops: running jobs finish (or are handed back) while NATS is there.
+        intake = running.get("intake")
+        if isinstance(intake, JobIntake):
+            await intake.stop()
+        state = running.get("state")
+        if isinstance(state, JobState):
+            await state.stop()
+
+    async def intake_alive() -> None:
+        intake = running.get("intake")
+        if not isinstance(intake, JobIntake):
+            raise RuntimeError("not started")
+        await intake.check()
+
+    return build_worker_app(
+        broker,
+        title="genimage generation",
+        checks={"s3": store.ping, "intake": intake_alive},
+        lifespan=lifespan,
+        after_startup=[start_consuming],
+        on_shutdown=[stop_consuming],
+    )

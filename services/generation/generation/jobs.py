@@ -1,10 +1,17 @@
-"""One generation job: started → progress → completed | failed, outputs in object storage."""
+"""One generation job: started → progress → completed | failed | canceled, outputs in object storage.
+
+Exactly one terminal event per generation, whatever happens: the outcome is recorded in the
+shared state bucket with create-if-absent before it is published (``state.py``). A job that
+finds an outcome recorded re-publishes that very event and renders nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +22,7 @@ from genimage_common.events import (
     ErrorInfo,
     Event,
     EventData,
+    GenerationCanceled,
     GenerationCompleted,
     GenerationFailed,
     GenerationProgress,
@@ -31,140 +39,246 @@ from genimage_common.messaging import publish_event
 from genimage_common.storage import ObjectStore
 from genimage_common.streams import GENERATION
 
-from .outputs import manifest_key, store_output
-from .providers.base import Provider, ProviderError, RenderRequest
+from .cancellation import CancelRegistry, CancelToken
+from .chain import ProviderChain
+from .errors import DeadlineExceeded, GenerationError, JobCanceled, JobInvalid, ProviderAuth
+from .inputs import load_inputs
+from .metrics import GENERATION_DURATION, GENERATIONS
+from .outputs import discard, manifest_key, store_output
+from .providers.base import Provider, RenderRequest
+from .settings import GenerationSettings
+from .state import JobState
 
 log = logging.getLogger(__name__)
 SOURCE = "genimage/generation"
+STATUS = {
+    GenerationCompleted.event_type(): "succeeded",
+    GenerationFailed.event_type(): "failed",
+    GenerationCanceled.event_type(): "canceled",
+}
 
 
 @dataclass
 class JobContext:
     broker: NatsBroker
     store: ObjectStore
-    catalog: dict[str, ModelSpec]
-    providers: dict[str, Provider]
-    progress_interval_s: float
+    catalog: Mapping[str, ModelSpec]
+    chain: ProviderChain
+    state: JobState
+    cancels: CancelRegistry
+    settings: GenerationSettings
 
 
 async def emit(ctx: JobContext, data: EventData, *, transition: str | None) -> Event[Any]:
     gid = data.generation_id  # type: ignore[attr-defined]
-    event_id = transition_event_id(gid, transition) if transition else None
-    event = make_event(data, source=SOURCE, subject=gid, event_id=event_id)
+    event = make_event(
+        data, source=SOURCE, subject=gid, event_id=transition_event_id(gid, transition) if transition else None
+    )
     await publish_event(ctx.broker, event, stream=GENERATION)
     return event
 
 
-async def run_job(
-    ctx: JobContext,
-    event: Event[GenerationRequested],
-    *,
-    attempt: int,
-    last_attempt: bool,
-    keepalive: Callable[[], Awaitable[None]],
-) -> None:
+def terminal_event(data: EventData) -> Event[Any]:
+    gid = data.generation_id  # type: ignore[attr-defined]
+    return make_event(data, source=SOURCE, subject=gid, event_id=transition_event_id(gid, "terminal"))
+
+
+async def settle(
+    ctx: JobContext, generation_id: uuid.UUID, data: EventData, *, kind: str, model: str
+) -> tuple[Event[Any], bool]:
+    """Record this outcome unless one is recorded, then publish the recorded one."""
+    stored, won = await ctx.state.settle(generation_id, terminal_event(data))
+    await publish_event(ctx.broker, stored, stream=GENERATION)
+    if won:
+        GENERATIONS.labels(kind=kind, model=model, status=STATUS.get(stored.type, "unknown")).inc()
+    return stored, won
+
+
+# What the worker accepts whatever published the request (the gateway validates more strictly).
+MAX_SIDE = 4096
+MAX_PIXELS = 4096 * 4096
+MAX_VIDEO_SIDE = 1920
+MAX_OUTPUTS = 10
+VIDEO_SECONDS = (1.0, 30.0)
+MAX_PROMPT = 10_000
+
+
+def check_request(req: GenerationRequested) -> None:
+    """Bounds that keep a malformed request from exhausting the worker: an invalid job."""
+    if not (16 <= req.width <= MAX_SIDE and 16 <= req.height <= MAX_SIDE) or req.width * req.height > MAX_PIXELS:
+        raise JobInvalid(f"size {req.width}x{req.height} is out of bounds")
+    if not 1 <= req.n <= MAX_OUTPUTS:
+        raise JobInvalid(f"n={req.n} is out of bounds")
+    if len(req.prompt) > MAX_PROMPT or len(req.negative_prompt or "") > MAX_PROMPT:
+        raise JobInvalid("prompt too long")
+    if req.kind == "video":
+        if max(req.width, req.height) > MAX_VIDEO_SIDE or req.width % 2 or req.height % 2:
+            raise JobInvalid(f"video size {req.width}x{req.height} is out of bounds")
+        if req.duration_s is not None and not VIDEO_SECONDS[0] <= req.duration_s <= VIDEO_SECONDS[1]:
+            raise JobInvalid(f"video duration {req.duration_s}s is out of bounds")
+
+
+def deadline_for(req: GenerationRequested, settings: GenerationSettings) -> float:
+    """Monotonic time by which the job must be done: before the hold expires, with a margin."""
+    hold_left = (req.hold_expires_at - utcnow()).total_seconds() - settings.deadline_margin_s
+    return time.monotonic() + min(hold_left, settings.max_job_s)
+
+
+async def run_job(ctx: JobContext, event: Event[GenerationRequested], *, attempt: int) -> None:
     req = event.data
-    with log_context(generation_id=req.generation_id, user_id=req.user_id):
-        manifest = manifest_key(req.user_id, req.generation_id)
-        if await ctx.store.stat(manifest) is not None:
-            # Done before (we were redelivered after the upload): the same completed event again.
-            done = parse_event(await ctx.store.get(manifest))
+    gid = req.generation_id
+    with log_context(generation_id=str(gid), user_id=str(req.user_id)):
+        done = await ctx.state.terminal(gid)
+        if done is None:
+            done = await _recover_manifest(ctx, req)
+        if done is not None:
+            # Settled before (redelivered after the outcome, or canceled while queued).
             await publish_event(ctx.broker, done, stream=GENERATION)
-            log.info("job already completed, re-published its event")
+            log.info("generation already settled, re-published its outcome", extra={"type": done.type})
             return
-
-        spec = ctx.catalog.get(req.model)
-        provider = ctx.providers.get(spec.provider) if spec else None
-        if spec is None or provider is None:
-            await _fail(ctx, req, "invalid_input", f"unknown model {req.model!r}", attempt)
-            return
-
-        started_at = time.monotonic()
-        queue_ms = int((utcnow() - (req.requested_at or event.time)).total_seconds() * 1000)
-        await emit(
-            ctx,
-            GenerationStarted(
-                user_id=req.user_id, generation_id=req.generation_id, provider=provider.name, attempt=attempt
-            ),
-            transition=f"started:{attempt}",
-        )
-        last_progress = 0.0
-
-        async def progress(value: float, stage: str) -> None:
-            nonlocal last_progress
-            await keepalive()
-            now = time.monotonic()
-            if value < 1 and now - last_progress < ctx.progress_interval_s:
+        canceled = GenerationCanceled(user_id=req.user_id, generation_id=gid)
+        # Tracked before the flag is read: a cancel landing from now on reaches the token.
+        with ctx.cancels.track(gid) as token:
+            if await ctx.state.cancel_requested(gid):
+                # Canceled while queued: never runs.
+                await settle(ctx, gid, canceled, kind=req.kind, model=req.model)
                 return
-            last_progress = now
-            await emit(
-                ctx,
-                GenerationProgress(
-                    user_id=req.user_id, generation_id=req.generation_id, progress=round(value, 3), stage=stage
-                ),
-                transition=None,
-            )
-
-        request = RenderRequest(
-            kind=req.kind,
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            model=spec.model or spec.name,
-            width=req.width,
-            height=req.height,
-            n=req.n,
-            seed=req.seed,
-            output_format=req.output_format,
-            watermark=req.watermark,
-            duration_s=req.duration_s,
-        )
-        try:
-            rendered = await provider.generate(request, progress=progress)
-        except ProviderError as exc:
-            if exc.retryable and not last_attempt:
-                raise
-            await _fail(ctx, req, exc.code, exc.message, attempt, retryable=exc.retryable)
-            return
-
-        outputs = []
-        for index, item in enumerate(rendered):
-            outputs.append(
-                await store_output(
-                    ctx.store, user_id=req.user_id, generation_id=req.generation_id, index=index, rendered=item
-                )
-            )
-            await keepalive()
-        run_ms = int((time.monotonic() - started_at) * 1000)
-        completed = make_event(
-            GenerationCompleted(
-                user_id=req.user_id,
-                generation_id=req.generation_id,
-                outputs=outputs,
-                provider=provider.name,
-                model=req.model,
-                seed=req.seed,
-                timings=Timings(queue_ms=max(queue_ms, 0), run_ms=run_ms),
-            ),
-            source=SOURCE,
-            subject=req.generation_id,
-            event_id=transition_event_id(req.generation_id, "terminal"),
-        )
-        await ctx.store.put(manifest, completed.model_dump_json().encode(), "application/json")
-        await publish_event(ctx.broker, completed, stream=GENERATION)
-        log.info("job completed", extra={"outputs": len(outputs), "run_ms": run_ms})
+            try:
+                await _execute(ctx, event, attempt=attempt, token=token)
+            except JobCanceled:
+                log.info("generation canceled while running")
+                await settle(ctx, gid, canceled, kind=req.kind, model=req.model)
+            except GenerationError as exc:
+                await fail(ctx, req, exc.code, public_message(exc, req.model), attempt=attempt, retryable=exc.retryable)
 
 
-async def _fail(
-    ctx: JobContext, req: GenerationRequested, code: str, message: str, attempts: int, *, retryable: bool = False
+def public_message(exc: GenerationError, model: str) -> str:
+    """What the user may read: provider configuration problems (keys, quotas) stay in our logs."""
+    if isinstance(exc, ProviderAuth):
+        log.error("provider configuration problem", extra={"error": exc.message[:500]})
+        return f"model {model!r} is unavailable right now"
+    return exc.message
+
+
+async def fail(
+    ctx: JobContext, req: GenerationRequested, code: str, message: str, *, attempt: int, retryable: bool = False
 ) -> None:
-    log.warning("job failed", extra={"code": code, "error": message})
-    await emit(
-        ctx,
-        GenerationFailed(
+    log.warning("generation failed", extra={"code": code, "error": message[:500], "attempt": attempt})
+    data = GenerationFailed(
+        user_id=req.user_id,
+        generation_id=req.generation_id,
+        error=ErrorInfo(code=code, message=message[:1000], retryable=retryable),
+        attempts=attempt,
+    )
+    await settle(ctx, req.generation_id, data, kind=req.kind, model=req.model)
+
+
+async def _recover_manifest(ctx: JobContext, req: GenerationRequested) -> Event[Any] | None:
+    """Outputs stored and the manifest written, but the outcome never recorded (the worker died
+    in between): record the manifest's event, so the same ``completed`` goes out."""
+    key = manifest_key(req.user_id, req.generation_id)
+    if await ctx.store.stat(key) is None:
+        return None
+    completed = parse_event(await ctx.store.get(key))
+    stored, _ = await ctx.state.settle(req.generation_id, completed)
+    return stored
+
+
+async def _execute(ctx: JobContext, event: Event[GenerationRequested], *, attempt: int, token: CancelToken) -> None:
+    req = event.data
+    gid = req.generation_id
+    check_request(req)
+    spec = ctx.catalog.get(req.model)
+    if spec is None:
+        raise JobInvalid(f"unknown model {req.model!r}")
+    if not spec.supports(req.kind):
+        raise JobInvalid(f"model {req.model!r} does not make {req.kind}s")
+    deadline = deadline_for(req, ctx.settings)
+    if deadline <= time.monotonic():
+        raise DeadlineExceeded("the billing hold expires before the job could run")
+    inputs = await load_inputs(ctx.store, user_id=req.user_id, upload_ids=req.input_image_ids)
+
+    started_at = time.monotonic()
+    queue_s = max(0.0, (utcnow() - (req.requested_at or event.time)).total_seconds())
+    if attempt == 1:
+        GENERATION_DURATION.labels(kind=req.kind, phase="queue").observe(queue_s)
+    last_progress = 0.0
+
+    async def progress(value: float, stage: str) -> None:
+        nonlocal last_progress
+        now = time.monotonic()
+        if value < 1 and now - last_progress < ctx.settings.progress_interval_s:
+            return
+        last_progress = now
+        data = GenerationProgress(
+            user_id=req.user_id, generation_id=gid, progress=round(min(value, 1.0), 3), stage=stage
+        )
+        await emit(ctx, data, transition=None)
+
+    async def on_start(provider: Provider) -> None:
+        data = GenerationStarted(user_id=req.user_id, generation_id=gid, provider=provider.name, attempt=attempt)
+        await emit(ctx, data, transition=f"started:{attempt}:{provider.model}")
+
+    request = RenderRequest(
+        kind=req.kind,
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=req.width,
+        height=req.height,
+        n=req.n,
+        seed=req.seed,
+        output_format=req.output_format,
+        watermark=req.watermark,
+        duration_s=req.duration_s,
+        aspect_ratio=req.aspect_ratio,
+        input_images=inputs,
+    )
+    result = await ctx.chain.run(
+        req.model, request, deadline=deadline, progress=progress, cancel=token, on_start=on_start
+    )
+    token.raise_if_canceled()
+    if await ctx.state.terminal(gid) is not None:
+        # Settled meanwhile (a cancel raced the end of the run): store nothing.
+        raise JobCanceled()
+
+    await progress(0.97, "storing")
+    outputs = list(
+        await asyncio.gather(
+            *(
+                store_output(ctx.store, user_id=req.user_id, generation_id=gid, index=index, rendered=rendered)
+                for index, rendered in enumerate(result.outputs)
+            )
+        )
+    )
+    run_s = time.monotonic() - started_at
+    completed = terminal_event(
+        GenerationCompleted(
             user_id=req.user_id,
-            generation_id=req.generation_id,
-            error=ErrorInfo(code=code, message=message, retryable=retryable),
-            attempts=attempts,
-        ),
-        transition="terminal",
+            generation_id=gid,
+            outputs=outputs,
+            provider=result.provider,
+            model=result.model,
+            seed=req.seed,
+            timings=Timings(queue_ms=int(queue_s * 1000), run_ms=int(run_s * 1000)),
+            provider_cost_usd=result.provider_cost_usd,
+        )
+    )
+    await ctx.store.put(manifest_key(req.user_id, gid), completed.model_dump_json().encode(), "application/json")
+    await progress(1.0, "done")
+    stored, won = await ctx.state.settle(gid, completed)
+    if not won and stored.type != completed.type:
+        await discard(ctx.store, user_id=req.user_id, generation_id=gid, outputs=outputs)
+    await publish_event(ctx.broker, stored, stream=GENERATION)
+    if won:
+        GENERATIONS.labels(kind=req.kind, model=req.model, status="succeeded").inc()
+        GENERATION_DURATION.labels(kind=req.kind, phase="run").observe(run_s)
+    log.info(
+        "generation completed",
+        extra={
+            "outputs": len(outputs),
+            "run_ms": int(run_s * 1000),
+            "provider": result.provider,
+            "model": result.model,
+            "fallbacks": result.failures,
+        },
     )

@@ -6,7 +6,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..cancellation import CancelToken
+
 Progress = Callable[[float, str], Awaitable[None]]
+
+
+async def no_progress(value: float, stage: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -14,7 +20,6 @@ class RenderRequest:
     kind: str
     prompt: str
     negative_prompt: str | None
-    model: str
     width: int
     height: int
     n: int
@@ -22,6 +27,8 @@ class RenderRequest:
     output_format: str = "png"
     watermark: bool = False
     duration_s: float | None = None
+    aspect_ratio: str | None = None
+    # Decoded by the job from the user's uploads (PNG bytes), in request order.
     input_images: list[bytes] = field(default_factory=list)
 
 
@@ -36,17 +43,13 @@ class RenderedOutput:
     poster: bytes | None = None
 
 
-class ProviderError(Exception):
-    """A failure with a stable code for ``generation.failed``."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-
-
 class Provider(Protocol):
+    # The provider kind ("local", "openai" ...) and the catalog model this instance serves.
     name: str
+    model: str
 
-    async def generate(self, request: RenderRequest, *, progress: Progress) -> list[RenderedOutput]: ...
+    async def generate(
+        self, request: RenderRequest, *, progress: Progress, cancel: CancelToken
+    ) -> list[RenderedOutput]: ...
+
+    async def aclose(self) -> None: ...

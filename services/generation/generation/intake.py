@@ -1,0 +1,248 @@
+"""Consuming ``generation.requested``: a durable JetStream pull consumer, bounded concurrency.
+
+A message is fetched only when a job slot is free, so nothing waits in a local buffer while
+its ack deadline runs out (and other replicas could have taken it). While a job runs, an
+in-progress ack every third of ``ack_wait`` keeps JetStream from redelivering it. Then:
+
+- done (completed, failed or canceled — those are outcomes, not errors): ack;
+- an unexpected failure (object storage down, a bug): nak with backoff, so another attempt
+  comes later, up to ``max_deliveries`` deliveries; then the job fails with ``internal_error`` and
+  the message goes to the ``DLQ`` stream;
+- a message that cannot be decoded: DLQ at once (no retry can fix it), never blocking others;
+- a message delivered more than ``max_deliveries`` times (each attempt killed its worker): the
+  job fails and the message is dead-lettered without running again;
+- shutdown: running jobs get ``shutdown_grace_s``, then they are handed back (nak) for
+  another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
+from opentelemetry import propagate, trace
+from pydantic import ValidationError
+
+from genimage_common.events import Event, GenerationRequested, UnknownEventType, parse_event
+from genimage_common.logging import log_context
+from genimage_common.messaging import DEAD_LETTERS
+from genimage_common.streams import DLQ, GENERATION
+from genimage_common.subjects import any_user, dead_letter
+
+from .jobs import JobContext, fail, run_job
+from .metrics import JOBS_RUNNING
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("genimage.generation")
+
+DURABLE = "generation-requested"
+
+
+class Poison(ValueError):
+    """A message that is not a ``generation.requested`` event."""
+
+
+def decode(data: bytes) -> Event[GenerationRequested]:
+    try:
+        event = parse_event(data)
+    except (ValidationError, UnknownEventType, ValueError, AttributeError, TypeError) as exc:
+        raise Poison(f"undecodable message: {type(exc).__name__}") from exc
+    if not isinstance(event.data, GenerationRequested):
+        raise Poison(f"unexpected event type {event.type}")
+    return event
+
+
+class JobIntake:
+    def __init__(self, ctx: JobContext, js: JetStreamContext) -> None:
+        self.ctx = ctx
+        self.js = js
+        self.settings = ctx.settings
+        self._slots = asyncio.Semaphore(ctx.settings.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._sub: Any = None
+        self._config: ConsumerConfig | None = None
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            name=DURABLE,
+            durable_name=DURABLE,
+            filter_subject=any_user(GenerationRequested.name),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait_s,
+            # Bounded by us (see the module doc): the server must keep redelivering so a job that
+            # kills its workers is seen one last time and dead-lettered.
+            max_deliver=-1,
+            max_ack_pending=-1,
+        )
+        self._config = config
+        await self._bind()
+        self._loop_task = asyncio.create_task(self._fetch_loop(), name="generation-intake")
+        log.info("consuming generation requests", extra={"concurrency": self.settings.concurrency})
+
+    async def _bind(self) -> None:
+        # Creates the consumer, or updates an existing one to this configuration.
+        await self.js.add_consumer(GENERATION, config=self._config)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        self._sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=GENERATION)
+
+    async def check(self) -> None:
+        """Readiness: the fetch loop is alive."""
+        if self._loop_task is None or self._loop_task.done():
+            raise RuntimeError("the generation intake is not running")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._running:
+            _, pending = await asyncio.wait(set(self._running), timeout=self.settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            try:
+                msgs = await self._sub.fetch(1, timeout=1.0)
+            except NatsTimeoutError:
+                self._slots.release()
+                continue
+            except asyncio.CancelledError:
+                self._slots.release()
+                raise
+            except Exception as exc:
+                # NATS restarting, the consumer deleted by hand...: keep trying, never die silently.
+                self._slots.release()
+                log.warning("fetch failed, retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+                if not isinstance(exc, ConnectionClosedError | ServiceUnavailableError):
+                    with contextlib.suppress(Exception):
+                        await self._bind()
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._running.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job handler crashed", exc_info=task.exception())
+
+    async def _heartbeat(self, msg: Msg, generation_id: uuid.UUID) -> None:
+        """In-progress acks while the job runs. Also re-reads the cancel flag: the KV watch is
+        the fast path to a running job, this is its safety net."""
+        interval = max(0.5, self.settings.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            with contextlib.suppress(Exception):
+                if await self.ctx.state.cancel_requested(generation_id):
+                    self.ctx.cancels.cancel(generation_id)
+
+    async def _handle(self, msg: Msg) -> None:
+        delivered = msg.metadata.num_delivered
+        try:
+            event = decode(msg.data)
+        except Poison as exc:
+            await self._dead_letter(msg, exc, delivered)
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(msg, event.data.generation_id))
+        JOBS_RUNNING.inc()
+        parent = propagate.extract(dict(msg.headers or {}))
+        try:
+            with tracer.start_as_current_span(
+                "generation.requested process", context=parent, kind=trace.SpanKind.CONSUMER
+            ):
+                await self._process(msg, event, delivered)
+        except asyncio.CancelledError:
+            # Shutdown: hand the job back now rather than after ack_wait.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        finally:
+            heartbeat.cancel()
+            JOBS_RUNNING.dec()
+
+    async def _process(self, msg: Msg, event: Event[GenerationRequested], delivered: int) -> None:
+        if delivered > self.settings.max_deliveries:
+            with log_context(generation_id=str(event.data.generation_id)):
+                log.error("job keeps killing its worker, giving up", extra={"delivered": delivered})
+                await fail(self.ctx, event.data, "internal_error", "the job could not be run", attempt=delivered)
+            await self._dead_letter(msg, RuntimeError("delivered too often"), delivered)
+            return
+        try:
+            await run_job(self.ctx, event, attempt=delivered)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if delivered < self.settings.max_deliveries:
+                backoff = self.settings.redelivery_backoff_s
+                delay = backoff[min(delivered, len(backoff)) - 1]
+                log.warning(
+                    "job failed unexpectedly, will be redelivered",
+                    extra={
+                        "generation_id": str(event.data.generation_id),
+                        "delivered": delivered,
+                        "delay_s": delay,
+                        "error": repr(exc),
+                    },
+                )
+                await msg.nak(delay=delay)
+                return
+            with log_context(generation_id=str(event.data.generation_id)):
+                log.exception("job failed on its last delivery")
+                with contextlib.suppress(Exception):
+                    await fail(self.ctx, event.data, "internal_error", "the job could not be run", attempt=delivered)
+            await self._dead_letter(msg, exc, delivered)
+            return
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, exc: Exception, delivered: int) -> None:
+        """Same convention as ``genimage_common.messaging.ErrorPolicyMiddleware``."""
+        meta = msg.metadata
+        stream, consumer = meta.stream, meta.consumer
+        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+        headers.update(
+            {
+                "Genimage-Dlq-Subject": msg.subject,
+                "Genimage-Dlq-Stream-Seq": str(meta.sequence.stream),
+                "Genimage-Dlq-Deliveries": str(delivered),
+                "Genimage-Dlq-Error": repr(exc)[:500],
+                "Nats-Msg-Id": f"dlq:{stream}:{consumer}:{meta.sequence.stream}",
+            }
+        )
+        await self.js.publish(dead_letter(stream, consumer), msg.data, headers=headers, stream=DLQ)
+        DEAD_LETTERS.labels(stream=stream, consumer=consumer).inc()
+        await msg.term()
+        log.error(
+            "message dead-lettered",
+            extra={"subject": msg.subject, "stream": stream, "consumer": consumer, "error": repr(exc)[:300]},
+        )
