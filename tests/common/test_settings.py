@@ -20,4 +20,7 @@ def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch)
         GatewaySettings()
     monkeypatch.setenv("GATEWAY_JWT_SECRET", "x" * 40)
     monkeypatch.setenv("S3_SECRET_KEY", "a-real-secret")
+    with pytest.raises(ValidationError, match="webhook_signing_key"):
+        GatewaySettings()
+    monkeypatch.setenv("GATEWAY_WEBHOOK_SIGNING_KEY", "y" * 40)
     assert GatewaySettings().environment == "production"

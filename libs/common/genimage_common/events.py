@@ -264,6 +264,40 @@ class ImageRestored(_ImageEvent):
     name: ClassVar[str] = "gallery.image_restored"
 
 
+class ImageTrashed(_ImageEvent):
+    """Moved to the trash (``DELETE /v1/images/{id}``); ``image_deleted`` follows at purge."""
+
+    name: ClassVar[str] = "gallery.image_trashed"
+
+
+class _BoardEvent(EventData):
+    board_id: uuid.UUID
+
+
+class BoardCreated(_BoardEvent):
+    name: ClassVar[str] = "gallery.board_created"
+    board_name: str
+
+
+class BoardRenamed(_BoardEvent):
+    name: ClassVar[str] = "gallery.board_renamed"
+    board_name: str
+
+
+class BoardDeleted(_BoardEvent):
+    name: ClassVar[str] = "gallery.board_deleted"
+
+
+class BoardImageAdded(_BoardEvent):
+    name: ClassVar[str] = "gallery.board_image_added"
+    image_id: uuid.UUID
+
+
+class BoardImageRemoved(_BoardEvent):
+    name: ClassVar[str] = "gallery.board_image_removed"
+    image_id: uuid.UUID
+
+
 CATALOG: dict[str, type[EventData]] = {
     cls.event_type(): cls
     for cls in (
@@ -287,6 +321,12 @@ CATALOG: dict[str, type[EventData]] = {
         ImageUnpublished,
         ImageDeleted,
         ImageRestored,
+        ImageTrashed,
+        BoardCreated,
+        BoardRenamed,
+        BoardDeleted,
+        BoardImageAdded,
+        BoardImageRemoved,
     )
 }
 

@@ -12,7 +12,11 @@ from faststream.exceptions import NackMessage, RejectMessage
 from faststream.message import StreamMessage
 from faststream.nats import NatsBroker, PubAck
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.prometheus.provider import (
+    BatchNatsMetricsSettingsProvider,
+    NatsMetricsSettingsProvider,
+)
+from faststream.prometheus import PrometheusMiddleware
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -32,12 +36,49 @@ BACKOFF = (0.5, 2.0, 5.0, 15.0, 30.0)
 DEAD_LETTERS = Counter("genimage_dead_letters_total", "Messages moved to the DLQ stream", ["stream", "consumer"])
 
 
+def metric_subject(subject: str) -> str:
+    """A subject as a metric label: user ids and reply inboxes collapse to ``*``, so every user
+    does not add a series (``generation.completed.<user_id>`` → ``generation.completed.*``)."""
+    if subject.startswith("_INBOX."):
+        return "_INBOX.*"
+    return ".".join("*" if _is_id(token) else token for token in subject.split("."))
+
+
+def _is_id(token: str) -> bool:
+    return len(token) == 36 and token.count("-") == 4
+
+
+class _Subjects(NatsMetricsSettingsProvider):
+    def get_consume_attrs_from_message(self, msg: Any) -> Any:
+        attrs = super().get_consume_attrs_from_message(msg)
+        return {**attrs, "destination_name": metric_subject(attrs["destination_name"])}
+
+    def get_publish_destination_name_from_cmd(self, cmd: Any) -> str:
+        return metric_subject(super().get_publish_destination_name_from_cmd(cmd))
+
+
+class _BatchSubjects(BatchNatsMetricsSettingsProvider):
+    def get_consume_attrs_from_message(self, msg: Any) -> Any:
+        attrs = super().get_consume_attrs_from_message(msg)
+        return {**attrs, "destination_name": metric_subject(attrs["destination_name"])}
+
+    def get_publish_destination_name_from_cmd(self, cmd: Any) -> str:
+        return metric_subject(super().get_publish_destination_name_from_cmd(cmd))
+
+
+def _metrics_settings(msg: Any) -> Any:
+    """FastStream's NATS metrics, with bounded subject labels."""
+    if isinstance(msg, list | tuple):
+        return _BatchSubjects()
+    return _Subjects() if msg is None or hasattr(msg, "subject") else None
+
+
 def make_broker(servers: str, *, service: str, registry: CollectorRegistry = REGISTRY) -> NatsBroker:
     return NatsBroker(
         servers,
         middlewares=[
             NatsTelemetryMiddleware(),
-            NatsPrometheusMiddleware(registry=registry, app_name=service),
+            PrometheusMiddleware(settings_provider_factory=_metrics_settings, registry=registry, app_name=service),
             ErrorPolicyMiddleware,
         ],
         # Reconnect forever: a worker survives a NATS restart instead of exiting.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from faststream.asgi import AsgiFastStream
 
@@ -15,7 +16,7 @@ from genimage_common.streams import ensure_streams
 from genimage_common.telemetry import build_info, configure_tracing
 from genimage_common.worker import build_worker_app
 
-from . import consumers, rpc
+from . import consumers, purge, rpc
 from .deps import Deps
 from .models import outbox
 from .settings import GallerySettings
@@ -38,13 +39,20 @@ def create_app(settings: GallerySettings | None = None) -> AsgiFastStream:
         await broker.connect()
         js = broker.connection.jetstream()
         await ensure_streams(js, settings)
+        await consumers.ensure_consumers(js)
         sessions = make_sessionmaker(engine)
         relay = OutboxRelay(sessions, outbox, js, service=SERVICE)
-        broker.context.set_global("deps", Deps(settings=settings, sessions=sessions, relay=relay))
+        readers = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        deps = Deps(settings=settings, sessions=sessions, relay=relay, readers=readers)
+        broker.context.set_global("deps", deps)
         relay.start()
+        purger = asyncio.create_task(purge.purge_forever(deps), name="trash-purge")
         try:
             yield
         finally:
+            purger.cancel()
+            with suppress(asyncio.CancelledError):
+                await purger
             await relay.stop()
             await engine.dispose()
 

@@ -18,6 +18,8 @@ class Deps:
     settings: GallerySettings
     sessions: SessionMaker
     relay: OutboxRelay
+    # Queries: autocommit sessions (no BEGIN/ROLLBACK round trips around a read).
+    readers: SessionMaker
 
 
 GalleryDeps = Annotated[Deps, Context("deps")]

@@ -1,23 +1,32 @@
-"""Creating a generation: validate, price, reserve credits, publish ``generation.requested``."""
+"""Generations: create (validate, check inputs, take an in-flight slot, reserve credits,
+publish ``generation.requested``), read with read-your-writes grace, wait, cancel."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
-from genimage_common.errors import ValidationFailed
-from genimage_common.events import GenerationRequested, make_event, utcnow
+from genimage_common.errors import Conflict, NotFound, ValidationFailed
+from genimage_common.events import GenerationCancelRequested, GenerationRequested, make_event, utcnow
 from genimage_common.ids import derived_id, generation_id_for, transition_event_id
 from genimage_common.messaging import publish_event, rpc_call
 from genimage_common.streams import GENERATION
 from genimage_common.subjects import rpc
 
+from . import repository as repo
+from . import ssrf, webhooks
 from .deps import Services
+from .errors import RateLimited
+from .live import TerminalWatch
 from .schemas import GenerationCreate
+from .views import TERMINAL_STATUSES
 
 SOURCE = "genimage/gateway"
+POLL_S = 0.05
 
 
 def _seed(body: GenerationCreate, generation_id: uuid.UUID, idempotency_key: str | None) -> int:
@@ -29,6 +38,24 @@ def _seed(body: GenerationCreate, generation_id: uuid.UUID, idempotency_key: str
     return random.SystemRandom().randrange(2**32)
 
 
+async def _check_inputs(services: Services, user_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+    """Every input must be an upload of this user (another user's upload is simply unknown)."""
+    owned = await asyncio.gather(*(services.uploads.owned(user_id=user_id, upload_id=i) for i in ids))
+    missing = [{"loc": ["body", "input_image_ids", n], "msg": "no such upload"} for n, ok in enumerate(owned) if not ok]
+    if missing:
+        raise ValidationFailed("unknown input image", errors=missing)
+
+
+async def _check_webhook(services: Services, url: str) -> None:
+    try:
+        settings = services.settings
+        await ssrf.resolve(
+            url, ssrf.parse_networks(settings.webhook_allowed_networks), public=settings.webhook_public_targets
+        )
+    except ssrf.TargetRefused as exc:
+        raise ValidationFailed(str(exc), errors=[{"loc": ["body", "webhook"], "msg": str(exc)}]) from exc
+
+
 async def create(
     services: Services, *, user_id: uuid.UUID, body: GenerationCreate, idempotency_key: str | None
 ) -> dict[str, Any]:
@@ -38,45 +65,64 @@ async def create(
             f"unknown model {model!r}", errors=[{"loc": ["body", "model"], "msg": f"one of {sorted(services.catalog)}"}]
         )
     if body.input_image_ids:
-        # Uploads are owned by the gateway; none of these ids is an upload of this user.
-        raise ValidationFailed(
-            "unknown input image", errors=[{"loc": ["body", "input_image_ids"], "msg": "no such upload"}]
-        )
+        await _check_inputs(services, user_id, body.input_image_ids)
+    webhook = str(body.webhook) if body.webhook is not None else None
+    if webhook is not None:
+        await _check_webhook(services, webhook)
     width, height = body.size()
     units = body.n
     cost = services.pricing.cost(body.kind, units)
     generation_id = generation_id_for(user_id, idempotency_key)
+    limit = services.settings.max_inflight_generations
+    slot_user, slot = str(user_id), str(generation_id)
+    if not await services.inflight.admits(slot_user, slot, limit=limit):
+        raise RateLimited(f"at most {limit} generations may run at once", retry_after=5, policy="inflight")
+    if webhook is not None:
+        async with services.sessions.begin() as session:
+            await repo.insert_webhook_subscription(
+                session,
+                generation_id=generation_id,
+                user_id=user_id,
+                url=webhook,
+                events=list(dict.fromkeys(body.webhook_events or webhooks.ALL_FILTERS)),
+            )
     reply = await rpc_call(
         services.broker,
         rpc("billing", "reserve"),
         {"generation_id": str(generation_id), "user_id": str(user_id), "amount": cost, "units": units},
         timeout=services.settings.rpc_timeout_s,
     )
-    requested_at = utcnow()
-    data = GenerationRequested(
-        user_id=user_id,
-        generation_id=generation_id,
-        kind=body.kind,
-        prompt=body.prompt,
-        negative_prompt=body.negative_prompt,
-        model=model,
-        width=width,
-        height=height,
-        n=body.n,
-        seed=_seed(body, generation_id, idempotency_key),
-        aspect_ratio=body.aspect_ratio,
-        duration_s=(body.duration_s or 4.0) if body.kind == "video" else None,
-        input_image_ids=body.input_image_ids,
-        output_format=body.output_format,
-        watermark=body.watermark,
-        cost=cost,
-        hold_expires_at=datetime.fromisoformat(reply["hold"]["expires_at"]),
-        requested_at=requested_at,
-    )
-    event = make_event(
-        data, source=SOURCE, subject=generation_id, event_id=transition_event_id(generation_id, "requested")
-    )
-    await publish_event(services.broker, event, stream=GENERATION)
+    # Taken before publishing: the terminal event, which gives it back, cannot come first.
+    await services.inflight.add(slot_user, slot)
+    try:
+        requested_at = utcnow()
+        data = GenerationRequested(
+            user_id=user_id,
+            generation_id=generation_id,
+            kind=body.kind,
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt,
+            model=model,
+            width=width,
+            height=height,
+            n=body.n,
+            seed=_seed(body, generation_id, idempotency_key),
+            aspect_ratio=body.aspect_ratio,
+            duration_s=(body.duration_s or 4.0) if body.kind == "video" else None,
+            input_image_ids=body.input_image_ids,
+            output_format=body.output_format,
+            watermark=body.watermark,
+            cost=cost,
+            hold_expires_at=datetime.fromisoformat(reply["hold"]["expires_at"]),
+            requested_at=requested_at,
+        )
+        event = make_event(
+            data, source=SOURCE, subject=generation_id, event_id=transition_event_id(generation_id, "requested")
+        )
+        await publish_event(services.broker, event, stream=GENERATION)
+    except BaseException:
+        await services.inflight.release(slot_user, slot)
+        raise
     return {
         "id": str(generation_id),
         "status": "queued",
@@ -97,3 +143,74 @@ async def create(
         "queue_position": None,
         "created_at": requested_at.isoformat(),
     }
+
+
+async def _gallery_get(services: Services, user_id: uuid.UUID, generation_id: uuid.UUID) -> dict[str, Any]:
+    return await rpc_call(  # type: ignore[no-any-return]
+        services.broker,
+        rpc("gallery", "get_generation"),
+        {"user_id": str(user_id), "generation_id": str(generation_id)},
+        timeout=services.settings.rpc_timeout_s,
+    )
+
+
+async def get(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID) -> dict[str, Any]:
+    """The generation from the gallery's read model. One this user just created may not be
+    projected yet: it is in the user's in-flight slots, so it is waited for (briefly)
+    instead of answering 404. Another user's id is never in them: 404 at once."""
+    try:
+        return await _gallery_get(services, user_id, generation_id)
+    except NotFound:
+        if services.settings.projection_grace_s <= 0 or not await services.inflight.holds(
+            str(user_id), str(generation_id)
+        ):
+            raise
+    deadline = time.monotonic() + services.settings.projection_grace_s
+    while True:
+        await asyncio.sleep(POLL_S)
+        try:
+            return await _gallery_get(services, user_id, generation_id)
+        except NotFound:
+            if time.monotonic() >= deadline:
+                raise
+
+
+async def wait_terminal(
+    services: Services, watch: TerminalWatch, *, user_id: uuid.UUID, generation_id: uuid.UUID, timeout: float
+) -> dict[str, Any] | None:
+    """The generation once terminal (within ``timeout``), else its latest state (None when
+    the gallery has not projected it yet)."""
+    deadline = time.monotonic() + timeout
+    ended = await watch.wait(generation_id, timeout)
+    # The gallery projects the terminal event a moment after it was published.
+    horizon = max(deadline, time.monotonic() + services.settings.projection_grace_s) if ended else deadline
+    latest: dict[str, Any] | None = None
+    while True:
+        try:
+            latest = await _gallery_get(services, user_id, generation_id)
+        except NotFound:
+            pass
+        if latest is not None and latest.get("status") in TERMINAL_STATUSES:
+            return latest
+        if time.monotonic() >= horizon:
+            return latest
+        await asyncio.sleep(POLL_S)
+
+
+async def cancel(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID) -> dict[str, Any]:
+    """Ask the generation worker to stop (queued jobs never run, running ones are interrupted);
+    billing refunds the hold when ``generation.canceled`` follows."""
+    found = await get(services, user_id=user_id, generation_id=generation_id)
+    status = found.get("status")
+    if status == "canceled":
+        return found
+    if status in TERMINAL_STATUSES:
+        raise Conflict(f"the generation already {status}", generation_status=status)
+    event = make_event(
+        GenerationCancelRequested(user_id=user_id, generation_id=generation_id),
+        source=SOURCE,
+        subject=generation_id,
+        event_id=transition_event_id(generation_id, "cancel_requested"),
+    )
+    await publish_event(services.broker, event, stream=GENERATION)
+    return found

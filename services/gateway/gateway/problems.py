@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genimage_common.errors import DomainError
 
+from .errors import RateLimited
+
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
@@ -33,6 +35,19 @@ HTTP_CODES = {
 }
 
 
+def problem_body(status: int, code: str, title: str, detail: str | None, path: str, **extra: Any) -> dict[str, Any]:
+    # The RFC 9457 members win over any same-named field an error carries.
+    return {
+        **extra,
+        "type": f"https://genimage.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "instance": path,
+    }
+
+
 def problem(
     status: int,
     code: str,
@@ -42,23 +57,26 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {
-        "type": f"https://genimage.dev/problems/{code}",
-        "title": title,
-        "status": status,
-        "code": code,
-        "detail": detail,
-        "instance": request.url.path,
-        **extra,
-    }
+    body = problem_body(status, code, title, detail, request.url.path, **extra)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def error_headers(exc: DomainError) -> dict[str, str] | None:
+    if exc.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
+
+
+def domain_problem(exc: DomainError, request: Request) -> JSONResponse:
+    return problem(exc.status, exc.code, exc.title, exc.message, request, error_headers(exc), **exc.fields)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem(exc.status, exc.code, exc.title, exc.message, request, headers, **exc.fields)
+        return domain_problem(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

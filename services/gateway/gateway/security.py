@@ -58,6 +58,16 @@ def issue_access_token(*, user_id: uuid.UUID, role: str, secret: str, issuer: st
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` a JWT claims, unverified: only to choose which verifier checks it."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    iss = claims.get("iss")
+    return iss if isinstance(iss, str) else None
+
+
 def decode_access_token(token: str, *, secret: str, issuer: str) -> dict[str, Any]:
     try:
         # Only HS256 is accepted: "alg: none" and algorithm confusion are refused.
@@ -68,3 +78,12 @@ def decode_access_token(token: str, *, secret: str, issuer: str) -> dict[str, An
         raise Unauthorized("access token expired") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized("invalid access token") from exc
+
+
+def fingerprint(*parts: str) -> str:
+    """A stable digest of several strings (rate-limit keys, idempotency fingerprints)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()

@@ -2,15 +2,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from .. import identity
+from .. import identity, security
 from ..deps import ServicesDep
+from ..errors import RateLimited
+from ..ratelimit import Policy
 from ..schemas import Credentials, RefreshRequest, SignupOut, TokensOut, UserOut
 from .responses import errors
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=SignupOut, responses=errors(409, 422))
+@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=SignupOut, responses=errors(409, 422, 429))
 async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
     """Create an account; the signup credits follow shortly (billing grants them on the event)."""
     async with services.sessions.begin() as session:
@@ -24,14 +26,24 @@ async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
     )
 
 
-@router.post("/login", response_model=TokensOut, responses=errors(401, 422))
+@router.post("/login", response_model=TokensOut, responses=errors(401, 422, 429))
 async def login(body: Credentials, services: ServicesDep) -> TokensOut:
+    """Exchange email and password for tokens. Attempts are limited per email address."""
+    settings = services.settings
+    decision = await services.limiter.hit(
+        Policy("login", settings.rate_limit_login, settings.rate_limit_window_s),
+        security.fingerprint("login", body.email.lower())[:32],
+    )
+    if not decision.allowed:
+        raise RateLimited(
+            "too many login attempts for this account", retry_after=decision.retry_after_s, policy="login"
+        )
     async with services.sessions.begin() as session:
         _, tokens = await identity.login(session, services.settings, email=body.email, password=body.password)
     return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
 
 
-@router.post("/refresh", response_model=TokensOut, responses=errors(401, 422))
+@router.post("/refresh", response_model=TokensOut, responses=errors(401, 422, 429))
 async def refresh(body: RefreshRequest, services: ServicesDep) -> TokensOut:
     """Exchange a refresh token for new tokens. Each refresh token works once."""
     # Committed even when refused: revoking a reused token's family must stick.
@@ -43,7 +55,8 @@ async def refresh(body: RefreshRequest, services: ServicesDep) -> TokensOut:
     return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(422))
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(422, 429))
 async def logout(body: RefreshRequest, services: ServicesDep) -> None:
+    """Revoke the refresh token and every token of its login."""
     async with services.sessions.begin() as session:
         await identity.logout(session, refresh_token=body.refresh_token)

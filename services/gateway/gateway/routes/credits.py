@@ -15,18 +15,20 @@ from .responses import errors
 router = APIRouter(prefix="/v1/credits", tags=["credits"])
 
 
-@router.get("", response_model=Credits, responses=errors(401, 503))
+@router.get("", response_model=Credits, responses=errors(401, 429, 503))
 async def get_credits(user: CurrentUser, services: ServicesDep) -> Credits:
+    """Your balance: `available` to spend and `reserved` by running generations."""
     return await balance(services, user.id)
 
 
-@router.get("/ledger", response_model=Page[LedgerEntry], responses=errors(401, 422, 503))
+@router.get("/ledger", response_model=Page[LedgerEntry], responses=errors(401, 422, 429, 503))
 async def ledger(
     user: CurrentUser,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict:
+    """Every movement of your credits, newest first."""
     return await rpc_call(
         services.broker,
         rpc("billing", "ledger"),

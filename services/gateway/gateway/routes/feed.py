@@ -1,5 +1,49 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse
+
+from .. import views
+from ..deps import ServicesDep
+from ..gallery_schemas import FeedImageOut
+from ..schemas import Page
+from .images import base_url, gallery
+from .responses import errors
 
 router = APIRouter(prefix="/v1/feed", tags=["feed"])
+
+
+@router.get("", response_model=Page[FeedImageOut], responses=errors(422, 503))
+async def feed(
+    request: Request,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    kind: Literal["image", "video"] | None = None,
+) -> dict:
+    """The public community feed: published images of all users, most recently published first.
+    No authentication; no owner, email or private field is shown."""
+    page = await gallery(services, "feed", {"limit": limit, "cursor": cursor, "kind": kind})
+    return {
+        "items": [views.feed_image(i, base_url(request)) for i in page["items"]],
+        "next_cursor": page["next_cursor"],
+    }
+
+
+@router.get(
+    "/{image_id}/content",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={302: {"description": "Redirect to a short-lived presigned URL"}, **errors(404, 503)},
+)
+async def feed_content(
+    image_id: uuid.UUID, services: ServicesDep, variant: Literal["original", "thumbnail"] = "original"
+) -> RedirectResponse:
+    """The content of a published image (404 once it is unpublished or trashed)."""
+    found = await gallery(services, "get_published_image", {"image_id": str(image_id)})
+    key = found["thumbnail_key"] if variant == "thumbnail" else found["object_key"]
+    url = services.store.presigned_get(key, expires_s=services.settings.presign_ttl_s)
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})

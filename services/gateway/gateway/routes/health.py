@@ -12,13 +12,31 @@ from ..deps import ServicesDep
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+READY = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["status", "failed"],
+}
+
+
+@router.get("/healthz", responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
 async def healthz() -> dict:
+    """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "Ready", "content": {"application/json": {"schema": READY}}},
+        503: {"description": "A dependency is down", "content": {"application/json": {"schema": READY}}},
+    },
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
+    """Readiness: NATS, PostgreSQL and S3 reachable."""
     failed = await readiness(
         services.broker, {"postgres": lambda: ping(services.sessions.kw["bind"]), "s3": services.store.ping}
     )

@@ -1,0 +1,195 @@
+"""Webhooks of a generation: the subscription given with the request, one delivery per
+matching event, signed per Standard Webhooks and retried with exponential backoff.
+
+Deliveries are rows of ``identity.webhook_deliveries``; any replica sends those that are due
+(leased with ``FOR UPDATE SKIP LOCKED``), so a crash mid-send only delays a delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import uuid
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+from standardwebhooks.webhooks import Webhook
+
+from genimage_common.database import SessionMaker
+from genimage_common.events import Event
+from genimage_common.ids import derived_id
+
+from . import repository as repo
+from . import ssrf
+from .settings import GatewaySettings
+from .views import TERMINAL_EVENTS, event_data
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter("genimage_webhook_deliveries_total", "Webhook delivery attempts", ["outcome"])
+
+# The request's `webhook_events` filter, by event type.
+FILTER_OF = {
+    "generation.started": "started",
+    "generation.progress": "progress",
+    **{name: "completed" for name in TERMINAL_EVENTS},
+}
+ALL_FILTERS = ["started", "progress", "completed"]
+USER_AGENT = "genimage-webhooks/1.0"
+
+
+def signing_secret(settings: GatewaySettings, user_id: uuid.UUID) -> str:
+    """Each user's Standard Webhooks secret (``whsec_<base64>``), derived from the server key:
+    nothing to store, and one user's secret says nothing about another's."""
+    raw = hmac.new(settings.webhook_signing_key.encode(), f"webhook-secret:{user_id}".encode(), hashlib.sha256)
+    return "whsec_" + base64.b64encode(raw.digest()).decode()
+
+
+def retry_delay(settings: GatewaySettings, attempts: int) -> float:
+    """Seconds before the next attempt, after ``attempts`` failed ones."""
+    delay = settings.webhook_retry_base_s * settings.webhook_retry_factor ** max(attempts - 1, 0)
+    delay = min(delay, settings.webhook_retry_max_s)
+    return delay * random.uniform(0.9, 1.1)
+
+
+async def enqueue(session: AsyncSession, event: Event[Any], *, base_url: str) -> bool:
+    """Record the delivery of ``event`` if its generation asked for it (idempotent)."""
+    generation_id = event.data.generation_id
+    sub = await repo.webhook_subscription(session, generation_id)
+    if sub is None or sub.user_id != event.data.user_id:
+        return False
+    if FILTER_OF.get(event.data.name) not in sub.events:
+        return False
+    payload = {
+        "type": event.data.name,
+        "timestamp": event.model_dump(mode="json")["time"],
+        "data": {"generation_id": str(generation_id), **event_data(event, base_url)},
+    }
+    return await repo.insert_webhook_delivery(
+        session,
+        delivery_id=derived_id("webhook-delivery", event.id, generation_id),
+        generation_id=generation_id,
+        user_id=event.data.user_id,
+        url=sub.url,
+        event_type=event.data.name,
+        payload=payload,
+    )
+
+
+class WebhookSender:
+    def __init__(self, settings: GatewaySettings, sessions: SessionMaker) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._allowed = ssrf.parse_networks(settings.webhook_allowed_networks)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # No redirects (a 30x to an internal address is the oldest SSRF trick), no proxies
+        # from the environment, no connection reuse across hosts needed.
+        self._http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="webhook-sender")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.send_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # PostgreSQL away: the rows stay due and are picked up next round.
+                log.exception("webhook round failed")
+                sent = 0
+            if sent == 0:
+                self._wake.clear()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.webhook_poll_interval_s)
+
+    async def send_due(self) -> int:
+        """Send one batch of due deliveries; returns how many were attempted."""
+        lease = self._settings.webhook_timeout_s + 30
+        async with self._sessions.begin() as session:
+            rows = await repo.lease_due_deliveries(session, limit=self._settings.webhook_concurrency, lease_s=lease)
+        if rows:
+            await asyncio.gather(*(self._deliver(row) for row in rows))
+        return len(rows)
+
+    async def _deliver(self, row: Any) -> None:
+        status_code: int | None = None
+        error: str | None = None
+        permanent = False
+        try:
+            status_code = await self._send(row)
+        except ssrf.TargetRefused as exc:
+            error, permanent = str(exc), True
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+        attempts = row.attempts + 1
+        if status_code is not None and 200 <= status_code < 300:
+            outcome, retry_in = "delivered", None
+        elif permanent or attempts >= self._settings.webhook_max_attempts:
+            outcome, retry_in = "failed", None
+        else:
+            outcome, retry_in = "pending", retry_delay(self._settings, attempts)
+        if status_code is not None and error is None and outcome != "delivered":
+            error = f"HTTP {status_code}"
+        DELIVERIES.labels("retry" if outcome == "pending" else outcome).inc()
+        async with self._sessions.begin() as session:
+            await repo.record_delivery_attempt(
+                session, delivery_id=row.id, status=outcome, status_code=status_code, error=error, retry_in_s=retry_in
+            )
+        log.info(
+            "webhook attempt",
+            extra={
+                "generation_id": str(row.generation_id),
+                "user_id": str(row.user_id),
+                "delivery_id": str(row.id),
+                "attempt": attempts,
+                "outcome": outcome,
+                "status_code": status_code,
+            },
+        )
+
+    async def _send(self, row: Any) -> int:
+        target = await ssrf.resolve(row.url, self._allowed, public=self._settings.webhook_public_targets)
+        body = json.dumps(row.payload, separators=(",", ":"))
+        msg_id = str(row.id)
+        now = datetime.now(UTC)
+        signature = Webhook(signing_secret(self._settings, row.user_id)).sign(msg_id=msg_id, timestamp=now, data=body)
+        # Connect to the address just checked (no second DNS lookup that could answer
+        # differently), while Host and TLS SNI keep naming the original host.
+        url = httpx.URL(row.url)
+        pinned = url.copy_with(host=target.address)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "host": url.netloc.decode("ascii"),
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        # Streamed and never read: the receiver's answer body is of no interest, whatever its size.
+        async with self._http.stream(
+            "POST", pinned, content=body.encode(), headers=headers, extensions=extensions
+        ) as response:
+            return response.status_code

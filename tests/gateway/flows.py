@@ -1,0 +1,98 @@
+"""What gateway tests do over and over: queue a generation, wait for it, read an SSE stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.api import TestUser
+from tests.helpers import eventually
+
+PROBLEM = "application/problem+json"
+TERMINAL = ("succeeded", "failed", "canceled")
+SMALL = {"width": 64, "height": 64}
+
+
+def generate(api: httpx.Client, user: TestUser, **body: Any) -> dict[str, Any]:
+    r = api.post("/v1/generations", headers=user.auth, json={"prompt": "a small test picture", **SMALL, **body})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def wait_terminal(api: httpx.Client, user: TestUser, generation_id: str, timeout: float = 60) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        r = api.get(f"/v1/generations/{generation_id}", headers=user.auth)
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body if body["status"] in TERMINAL else None
+
+    return eventually(probe, timeout=timeout, what=f"generation {generation_id} finished")
+
+
+def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers
+    body = r.json()
+    assert body["code"] == code and body["status"] == status, body
+    return body
+
+
+@dataclass
+class SseEvent:
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    comments: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SseReader:
+    """Parses a ``text/event-stream`` response line by line."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        self._lines: Iterator[str] = response.iter_lines()
+
+    def next(self, *, skip_comments: bool = True) -> SseEvent | None:
+        """The next event (None at the end of the stream); comment-only blocks are heartbeats."""
+        current = SseEvent()
+        seen = False
+        for line in self._lines:
+            if line == "":
+                if current.event is not None or current.data or current.id is not None:
+                    return current
+                if current.comments and not skip_comments:
+                    return current
+                current, seen = SseEvent(), False
+                continue
+            seen = True
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "":
+                current.comments.append(value)
+            elif name == "event":
+                current.event = value
+            elif name == "id":
+                current.id = value
+            elif name == "data":
+                current.data = f"{current.data}\n{value}" if current.data else value
+        return current if seen and (current.event or current.data) else None
+
+    def until(self, event_type: str) -> list[SseEvent]:
+        """Events up to and including the first of ``event_type``."""
+        out: list[SseEvent] = []
+        while True:
+            event = self.next()
+            assert event is not None, f"stream ended before {event_type}: {[e.event for e in out]}"
+            out.append(event)
+            if event.event == event_type:
+                return out
