@@ -15,6 +15,7 @@ import pytest
 from genimage_devstack.infra import Endpoints, Infra, Ports
 from genimage_devstack.processes import free_port
 from genimage_devstack.stack import SERVICES, ServiceProcess, prepare, service_env, start_services
+from tests.session_env import SESSION_ENV
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +36,7 @@ def infra() -> Iterator[Endpoints]:
 @pytest.fixture(scope="session")
 def stack_env(infra: Endpoints) -> dict[str, str]:
     """Environment for service processes, with streams, bucket and schemas in place."""
-    env = service_env(infra, {"ENVIRONMENT": "test", "LOG_LEVEL": "INFO"})
+    env = service_env(infra, {"ENVIRONMENT": "test", "LOG_LEVEL": "INFO", **SESSION_ENV})
     prepare(infra, env)
     return env
 

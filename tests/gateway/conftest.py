@@ -2,15 +2,12 @@
 limits, OIDC against a local JWKS server, no webhook allow-list, no background work).
 
 Settings of the gateway's background work (webhook sending) must be the same in every
-replica of the session, the `services` one included: they are set here, when this file is
-imported during collection, before any fixture starts a gateway. Only webhook targets on
-loopback are allowed (never public addresses: tests send nothing off this machine).
+replica of the session, the `services` one included: they live in `tests/session_env.py`
+and reach every service through `stack_env`.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,24 +18,7 @@ from genimage_devstack.processes import free_port
 from genimage_devstack.stack import ServiceProcess
 from tests.api import TestUser, signup
 from tests.gateway.servers import JwksServer, Receiver
-
-STRIPE_SECRET = "whsec_test_gateway_stripe_secret_0123456789"
-ADMIN_EMAIL = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-
-SESSION_GATEWAY_ENV = {
-    "GATEWAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
-    "GATEWAY_WEBHOOK_PUBLIC_TARGETS": "false",
-    "GATEWAY_WEBHOOK_RETRY_BASE_S": "0.3",
-    "GATEWAY_WEBHOOK_RETRY_FACTOR": "2",
-    "GATEWAY_WEBHOOK_POLL_INTERVAL_S": "0.2",
-    "GATEWAY_WEBHOOK_MAX_ATTEMPTS": "4",
-    "GATEWAY_WEBHOOK_TIMEOUT_S": "5",
-    "GATEWAY_SSE_HEARTBEAT_S": "1",
-    "GATEWAY_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-    "GATEWAY_ADMIN_EMAIL": ADMIN_EMAIL,
-}
-for _name, _value in SESSION_GATEWAY_ENV.items():
-    os.environ.setdefault(_name, _value)
+from tests.session_env import ADMIN_EMAIL
 
 OIDC_AUDIENCE = "genimage-tests"
 STRICT = {

@@ -13,9 +13,9 @@ import pytest
 
 from gateway.purchases import verify_signature
 from tests.api import TestUser
-from tests.gateway.conftest import STRIPE_SECRET
 from tests.gateway.flows import assert_problem
 from tests.helpers import eventually
+from tests.session_env import STRIPE_SECRET
 
 PATH = "/v1/billing/webhooks/stripe"
 

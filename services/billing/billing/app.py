@@ -34,7 +34,8 @@ def create_app(settings: BillingSettings | None = None) -> AsgiFastStream:
     broker = make_broker(settings.nats_url, service=SERVICE)
     broker.include_router(consumers.router)
     broker.include_router(rpc.router)
-    engine = make_engine(settings.database_url)
+    # RPC workers, consumers, relay and sweeper each hold a connection while they work.
+    engine = make_engine(settings.database_url, pool_size=rpc.WORKERS + 4)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:

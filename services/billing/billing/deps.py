@@ -19,7 +19,7 @@ class Deps:
     settings: BillingSettings
     pricing: Pricing
     sessions: SessionMaker
-    relay: OutboxRelay
+    relay: OutboxRelay | None = None
 
 
 BillingDeps = Annotated[Deps, Context("deps")]

@@ -1,4 +1,5 @@
-"""Request/reply handlers (``rpc.billing.*``, queue group ``billing``)."""
+"""Request/reply handlers (``rpc.billing.*``, queue group ``billing``): parse, call the ledger in
+one transaction, shape the reply. Domain errors become ``{"error": {...}}`` replies."""
 
 from __future__ import annotations
 
@@ -7,44 +8,60 @@ from datetime import timedelta
 from typing import Literal
 
 from faststream.nats import NatsRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from genimage_common.subjects import rpc
 
 from . import ledger
 from .deps import BillingDeps
+from .transaction import transaction
 
 router = NatsRouter()
 QUEUE = "billing"
+# Requests handled at once per replica (each holds a database connection while it runs).
+WORKERS = 16
 
 
-class ReserveRequest(BaseModel):
+class Request(BaseModel):
+    # Unknown fields are ignored: a newer caller can talk to an older replica during a rollout.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ReserveRequest(Request):
     generation_id: uuid.UUID
     user_id: uuid.UUID
-    amount: int = Field(gt=0)
-    units: int = Field(1, ge=1)
+    amount: int = Field(gt=0, le=ledger.MAX_AMOUNT)
+    units: int = Field(1, ge=1, le=1000)
 
 
-class UserRequest(BaseModel):
+class UserRequest(Request):
     user_id: uuid.UUID
 
 
-class LedgerRequest(BaseModel):
+class LedgerRequest(Request):
     user_id: uuid.UUID
     limit: int = Field(20, ge=1, le=100)
-    cursor: str | None = None
+    cursor: str | None = Field(None, max_length=200)
 
 
-class GrantRequest(BaseModel):
+class GrantRequest(Request):
     user_id: uuid.UUID
-    amount: int = Field(gt=0)
+    amount: int = Field(gt=0, le=ledger.MAX_AMOUNT)
     reason: Literal["purchase", "admin", "promo"]
-    reference: str = Field(min_length=1, max_length=255)
+    reference: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 
 
-@router.subscriber(rpc("billing", "reserve"), queue=QUEUE)
+class PlansRequest(Request):
+    pass
+
+
+def _balance(bal: ledger.Balance) -> dict[str, int]:
+    return {"available": bal.available, "reserved": bal.held}
+
+
+@router.subscriber(rpc("billing", "reserve"), queue=QUEUE, max_workers=WORKERS)
 async def reserve(req: ReserveRequest, deps: BillingDeps) -> dict:
-    async with deps.sessions.begin() as session:
+    async with transaction(deps) as session:
         hold, bal = await ledger.reserve(
             session,
             user_id=req.user_id,
@@ -53,37 +70,41 @@ async def reserve(req: ReserveRequest, deps: BillingDeps) -> dict:
             units=req.units,
             ttl=timedelta(seconds=deps.settings.hold_ttl_s),
         )
-    deps.relay.wake()
     return {
         "hold": {
             "generation_id": str(hold.generation_id),
             "amount": hold.amount,
+            "units": hold.units,
             "status": hold.status,
             "expires_at": hold.expires_at.isoformat(),
         },
-        "balance": {"available": bal.available, "reserved": bal.reserved},
+        "balance": _balance(bal),
     }
 
 
-@router.subscriber(rpc("billing", "balance"), queue=QUEUE)
+@router.subscriber(rpc("billing", "balance"), queue=QUEUE, max_workers=WORKERS)
 async def balance(req: UserRequest, deps: BillingDeps) -> dict:
     async with deps.sessions() as session:
         bal = await ledger.balance(session, user_id=req.user_id)
-    return {"available": bal.available, "reserved": bal.reserved}
+    return _balance(bal)
 
 
-@router.subscriber(rpc("billing", "ledger"), queue=QUEUE)
+@router.subscriber(rpc("billing", "ledger"), queue=QUEUE, max_workers=WORKERS)
 async def ledger_entries(req: LedgerRequest, deps: BillingDeps) -> dict:
     async with deps.sessions() as session:
         items, next_cursor = await ledger.ledger_page(session, user_id=req.user_id, limit=req.limit, cursor=req.cursor)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.subscriber(rpc("billing", "grant"), queue=QUEUE)
+@router.subscriber(rpc("billing", "grant"), queue=QUEUE, max_workers=WORKERS)
 async def grant(req: GrantRequest, deps: BillingDeps) -> dict:
-    async with deps.sessions.begin() as session:
+    async with transaction(deps) as session:
         bal = await ledger.grant(
             session, user_id=req.user_id, amount=req.amount, reason=req.reason, reference=req.reference
         )
-    deps.relay.wake()
-    return {"available": bal.available, "reserved": bal.reserved}
+    return _balance(bal)
+
+
+@router.subscriber(rpc("billing", "plans"), queue=QUEUE)
+async def plans(req: PlansRequest, deps: BillingDeps) -> dict:
+    return {"items": [plan.public() for plan in deps.settings.plans]}

@@ -1,27 +1,38 @@
-"""Voids holds past their expiry. Every replica runs one; row locks keep them from colliding."""
+"""Expires holds past their TTL. Every replica runs one; ``FOR UPDATE SKIP LOCKED`` splits the due
+holds between them and the hold's pending → expired update happens once, whoever gets there."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from genimage_common.events import utcnow
-
-from . import ledger
+from . import ledger, metrics
 from .deps import Deps
+from .transaction import transaction
 
 log = logging.getLogger(__name__)
+
+
+async def sweep_once(deps: Deps) -> int:
+    """Expire one batch of due holds; returns how many this sweeper expired."""
+    async with transaction(deps) as session:
+        return await ledger.expire_due(session, limit=deps.settings.sweep_batch)
+
+
+async def observe_pending(deps: Deps) -> None:
+    async with deps.sessions() as session:
+        metrics.HOLDS_PENDING.set(await ledger.pending_holds(session))
 
 
 async def sweep_forever(deps: Deps) -> None:
     while True:
         try:
-            async with deps.sessions.begin() as session:
-                expired = await ledger.expire_due(session, now=utcnow())
+            expired = await sweep_once(deps)
             if expired:
                 log.info("holds expired", extra={"count": expired})
-                deps.relay.wake()
-                continue
+            await observe_pending(deps)
+            if expired >= deps.settings.sweep_batch:
+                continue  # more are due: no pause
         except asyncio.CancelledError:
             raise
         except Exception:
