@@ -25,6 +25,10 @@ async def readiness(broker: NatsBroker, checks: dict[str, Check]) -> dict[str, s
     failed: dict[str, str] = {}
     if not broker.connection or not broker.connection.is_connected:
         failed["nats"] = "not connected"
+    elif broker.subscribers and not broker.running:
+        # FastStream completes the ASGI startup before it starts the subscribers: until they
+        # run, requests to this service would find no responders.
+        failed["subscribers"] = "starting"
     for name, check in checks.items():
         try:
             await check()
