@@ -1,9 +1,10 @@
-"""Test users through the public API."""
+"""Test users and generations through the public API."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -36,3 +37,20 @@ def signup(api: httpx.Client, *, wait_for_credits: int | None = 20) -> TestUser:
             what="signup credits granted",
         )
     return user
+
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def wait_terminal(api: httpx.Client, user: TestUser, generation_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll the generation until it reached a terminal status; its last state."""
+
+    def probe() -> dict[str, Any] | None:
+        r = api.get(f"/v1/generations/{generation_id}", headers=user.auth)
+        if r.status_code == 404:  # not projected yet
+            return None
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body if body["status"] in TERMINAL else None
+
+    return eventually(probe, timeout=timeout, what=f"generation {generation_id} finished")

@@ -24,7 +24,7 @@ from genimage_common.settings import CommonSettings
 from genimage_common.streams import ensure_streams
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.processes import NatsServer, free_port
-from genimage_devstack.stack import ServiceProcess
+from genimage_devstack.stack import ServiceProcess, launch
 
 T = TypeVar("T")
 
@@ -137,19 +137,9 @@ def start_billing(
         "DATABASE_URL": database_url,
         **{f"BILLING_{k.upper()}": v for k, v in settings.items()},
     }
-    procs = [
-        ServiceProcess("billing", free_port(), env, log_path=log_dir / f"billing-{i}.log") for i in range(replicas)
-    ]
-    try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.wait_ready()
-    except BaseException:
-        for p in procs:
-            p.stop()
-        raise
-    return procs
+    return launch(
+        [ServiceProcess("billing", free_port(), env, log_path=log_dir / f"billing-{i}.log") for i in range(replicas)]
+    )
 
 
 @pytest.fixture()

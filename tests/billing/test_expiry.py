@@ -3,6 +3,7 @@ refunded exactly once, and a completion that arrives afterwards is charged after
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,14 @@ async def test_two_sweepers_expire_each_hold_once(
 
     await until(all_refunded, "every hold expired and refunded")
     for user in users:
-        refunds = [e["data"] for e in await billing_events(nc, user) if e["type"].endswith("credits_refunded.v1")]
+
+        async def refunds_published(user: uuid.UUID = user) -> list[dict] | None:
+            # The balance changes at commit; its event leaves through the outbox a moment later.
+            events = await billing_events(nc, user)
+            found = [e["data"] for e in events if e["type"].endswith("credits_refunded.v1")]
+            return found if len(found) >= len(holds[user]) else None
+
+        refunds = await until(refunds_published, "refund events relayed")
         assert sorted(r["generation_id"] for r in refunds) == sorted(str(g) for g in holds[user])
         assert {r["reason"] for r in refunds} == {"expired"}
         statement = await call(nc, "ledger", {"user_id": str(user), "limit": 100})

@@ -62,14 +62,15 @@ async def credits(nc: nats.NATS, user: uuid.UUID) -> dict:
     return await call(nc, "balance", {"user_id": str(user)})
 
 
-async def until(probe, what: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
-    """Poll an async probe (``tests.helpers.eventually`` for coroutines)."""
+async def until(probe, what: str, timeout: float = 20):  # type: ignore[no-untyped-def]
+    """Poll an async probe until it returns something truthy, and return that
+    (``tests.helpers.eventually`` for coroutines)."""
     deadline = asyncio.get_running_loop().time() + timeout
     last = None
     while asyncio.get_running_loop().time() < deadline:
         last = await probe()
         if last:
-            return
+            return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"not reached within {timeout}s: {what}; last value: {last!r}")
 

@@ -10,24 +10,12 @@ import pytest
 from PIL import Image
 
 from genimage_devstack.stack import ServiceProcess
-from tests.api import signup
+from tests.api import signup, wait_terminal
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
 
 PROBLEM = "application/problem+json"
-
-
-def wait_terminal(api: httpx.Client, user, generation_id: str) -> dict:  # type: ignore[no-untyped-def]
-    def probe() -> dict | None:
-        r = api.get(f"/v1/generations/{generation_id}", headers=user.auth)
-        if r.status_code == 404:  # not projected yet
-            return None
-        assert r.status_code == 200, r.text
-        body = r.json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    return eventually(probe, timeout=60, what=f"generation {generation_id} finished")
 
 
 def test_the_whole_path(api: httpx.Client) -> None:

@@ -11,23 +11,10 @@ import nats
 
 from genimage_common.events import Event
 from genimage_common.messaging import JSON
-from tests.api import TestUser
-from tests.helpers import eventually
+from tests.api import TestUser, wait_terminal
 
 PROBLEM = "application/problem+json"
 T = TypeVar("T")
-
-
-def wait_generation(api: httpx.Client, user: TestUser, generation_id: str) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        r = api.get(f"/v1/generations/{generation_id}", headers=user.auth)
-        if r.status_code == 404:  # not projected yet
-            return None
-        assert r.status_code == 200, r.text
-        body = r.json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    return eventually(probe, timeout=60, what=f"generation {generation_id} finished")
 
 
 def generate(api: httpx.Client, user: TestUser, prompt: str, *, n: int = 1) -> list[dict[str, Any]]:
@@ -36,7 +23,7 @@ def generate(api: httpx.Client, user: TestUser, prompt: str, *, n: int = 1) -> l
         "/v1/generations", headers=user.auth, json={"prompt": prompt, "n": n, "width": 64, "height": 64, "seed": 3}
     )
     assert r.status_code == 202, r.text
-    done = wait_generation(api, user, r.json()["id"])
+    done = wait_terminal(api, user, r.json()["id"])
     assert done["status"] == "succeeded", done
     return done["outputs"]
 

@@ -24,11 +24,11 @@ from gallery.rebuild import create_schema
 from genimage_common import events as ev
 from genimage_common.database import make_engine, make_sessionmaker
 from genimage_devstack.stack import ServiceProcess
-from tests.api import TestUser, signup
+from tests.api import TestUser, signup, wait_terminal
 from tests.helpers import eventually
 
 from .conftest import HEAD, Model
-from .flows import generate, image_ids, publish, wait_generation
+from .flows import generate, image_ids, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -222,7 +222,7 @@ async def test_writes_during_a_rebuild_are_neither_lost_nor_doubled(
         await rebuild(stack_env)
     assert writers.statuses and set(writers.statuses) <= {200, 201}, writers.statuses
     assert readers.answers and all(status == 200 and right for status, right in readers.answers)
-    assert (await asyncio.to_thread(wait_generation, api, b, running))["status"] == "succeeded"
+    assert (await asyncio.to_thread(wait_terminal, api, b, running))["status"] == "succeeded"
     await asyncio.to_thread(wait_charged, api, b, 20)
     await settled(gallery_engine, stack_env["NATS_URL"])
 

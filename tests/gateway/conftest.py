@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from genimage_devstack.processes import free_port
-from genimage_devstack.stack import ServiceProcess
+from genimage_devstack.stack import ServiceProcess, launch
 from tests.api import TestUser, signup
 from tests.gateway.servers import JwksServer, Receiver
 from tests.session_env import ADMIN_EMAIL
@@ -53,12 +53,10 @@ def strict_gateways(
     """Two replicas sharing NATS KV and PostgreSQL with the session's services."""
     env = {**stack_env, **STRICT, "GATEWAY_OIDC_ISSUER": jwks.issuer}
     logs = tmp_path_factory.mktemp("strict-gateways")
-    procs = [ServiceProcess("gateway", free_port(), env, log_path=Path(logs) / f"gateway-{i}.log") for i in (1, 2)]
+    procs = launch(
+        [ServiceProcess("gateway", free_port(), env, log_path=Path(logs) / f"gateway-{i}.log") for i in (1, 2)]
+    )
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.wait_ready()
         yield procs
     finally:
         for p in procs:

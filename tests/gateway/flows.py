@@ -10,10 +10,8 @@ from typing import Any
 import httpx
 
 from tests.api import TestUser
-from tests.helpers import eventually
 
 PROBLEM = "application/problem+json"
-TERMINAL = ("succeeded", "failed", "canceled")
 SMALL = {"width": 64, "height": 64}
 
 
@@ -21,18 +19,6 @@ def generate(api: httpx.Client, user: TestUser, **body: Any) -> dict[str, Any]:
     r = api.post("/v1/generations", headers=user.auth, json={"prompt": "a small test picture", **SMALL, **body})
     assert r.status_code == 202, r.text
     return r.json()
-
-
-def wait_terminal(api: httpx.Client, user: TestUser, generation_id: str, timeout: float = 60) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        r = api.get(f"/v1/generations/{generation_id}", headers=user.auth)
-        if r.status_code == 404:
-            return None
-        assert r.status_code == 200, r.text
-        body = r.json()
-        return body if body["status"] in TERMINAL else None
-
-    return eventually(probe, timeout=timeout, what=f"generation {generation_id} finished")
 
 
 def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import uuid
 
 import httpx
 
-from tests.api import TestUser
-from tests.gateway.flows import assert_problem, generate, wait_terminal
+from tests.api import TestUser, wait_terminal
+from tests.gateway.flows import assert_problem, generate
 from tests.helpers import eventually
 
 HEAVY = {"width": 2048, "height": 2048, "n": 4}

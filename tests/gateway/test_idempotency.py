@@ -11,8 +11,8 @@ import httpx
 from gateway import idempotency
 from gateway.settings import GatewaySettings
 from genimage_common.database import make_engine, make_sessionmaker
-from tests.api import TestUser
-from tests.gateway.flows import SMALL, assert_problem, wait_terminal
+from tests.api import TestUser, wait_terminal
+from tests.gateway.flows import SMALL, assert_problem
 from tests.helpers import eventually
 
 BODY = {"prompt": "idempotent fox", **SMALL, "seed": 3}

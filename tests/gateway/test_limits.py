@@ -11,8 +11,8 @@ import httpx
 import nats
 
 from gateway.ratelimit import InflightSlots, Policy, gcra
-from tests.api import signup
-from tests.gateway.flows import SMALL, assert_problem, wait_terminal
+from tests.api import signup, wait_terminal
+from tests.gateway.flows import SMALL, assert_problem
 from tests.helpers import eventually
 
 LIMIT = re.compile(r'^"(?P<name>\w+)";r=(?P<r>\d+);t=(?P<t>\d+)$')

@@ -7,8 +7,8 @@ import io
 import httpx
 from PIL import Image
 
-from tests.api import signup
-from tests.gateway.flows import SMALL, assert_problem, generate, wait_terminal
+from tests.api import signup, wait_terminal
+from tests.gateway.flows import SMALL, assert_problem, generate
 
 
 def test_another_users_ids_are_not_found(api: httpx.Client) -> None:

@@ -14,8 +14,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from gateway import ssrf
 from gateway.settings import GatewaySettings
 from gateway.webhooks import retry_delay
-from tests.api import TestUser, signup
-from tests.gateway.flows import assert_problem, generate, wait_terminal
+from tests.api import TestUser, signup, wait_terminal
+from tests.gateway.flows import assert_problem, generate
 from tests.gateway.servers import Receiver
 from tests.helpers import eventually
 

@@ -16,7 +16,7 @@ from genimage_common.storage import ObjectStore
 from genimage_common.streams import ensure_streams
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.processes import NatsServer, free_port
-from genimage_devstack.stack import ServiceProcess
+from genimage_devstack.stack import ServiceProcess, launch
 from tests.generation.bus import Bus
 from tests.generation.fakes import KEYS, Fakes, catalog_toml
 
@@ -89,14 +89,7 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_worker(env: dict[str, str], logs: Path, name: str = "generation") -> ServiceProcess:
-    proc = ServiceProcess("generation", free_port(), env, log_path=logs / f"{name}.log")
-    proc.start()
-    try:
-        proc.wait_ready()
-    except BaseException:
-        proc.stop()
-        raise
-    return proc
+    return launch([ServiceProcess("generation", free_port(), env, log_path=logs / f"{name}.log")])[0]
 
 
 @pytest.fixture(scope="session")

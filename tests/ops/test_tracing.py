@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.api import TestUser, signup
+from tests.api import TestUser, signup, wait_terminal
 from tests.helpers import eventually
 from tests.ops.conftest import TracedStack
 from tests.ops.otlp import ReceivedSpan
@@ -43,12 +43,7 @@ def generation(traced_stack: TracedStack) -> TracedGeneration:
         assert r.status_code == 202, r.text
         gid = r.json()["id"]
 
-        def done() -> dict | None:
-            got = api.get(f"/v1/generations/{gid}", headers=user.auth)
-            body = got.json() if got.status_code == 200 else None
-            return body if body and body["status"] in ("succeeded", "failed", "canceled") else None
-
-        final = eventually(done, timeout=60, what="generation finished")
+        final = wait_terminal(api, user, gid)
         assert final["status"] == "succeeded", final
         # Billing commits after the terminal event: the last hop of the trace.
         eventually(

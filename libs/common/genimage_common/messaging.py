@@ -17,6 +17,8 @@ from faststream.nats.prometheus.provider import (
     NatsMetricsSettingsProvider,
 )
 from faststream.prometheus import PrometheusMiddleware
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -160,22 +162,31 @@ class ErrorPolicyMiddleware(BaseMiddleware):
             return ValidationFailed("invalid request", errors=details[:10]).to_reply()
 
     async def _dead_letter(self, msg: StreamMessage[Any], meta: Any, exc: Exception, delivered: int) -> None:
-        stream, consumer = meta.stream, meta.consumer
-        raw = msg.raw_message
-        headers = {k: v for k, v in (raw.headers or {}).items() if k != "Nats-Msg-Id"}
-        headers.update(
-            {
-                "Genimage-Dlq-Subject": raw.subject,
-                "Genimage-Dlq-Stream-Seq": str(meta.sequence.stream),
-                "Genimage-Dlq-Deliveries": str(delivered),
-                "Genimage-Dlq-Error": repr(exc)[:500],
-                "Nats-Msg-Id": f"dlq:{stream}:{consumer}:{meta.sequence.stream}",
-            }
-        )
         broker = self.context.get("broker")
-        await broker.publish(raw.data, dead_letter(stream, consumer), headers=headers, stream=DLQ)
-        DEAD_LETTERS.labels(stream=stream, consumer=consumer).inc()
-        log.error(
-            "message dead-lettered",
-            extra={"subject": raw.subject, "stream": stream, "consumer": consumer, "error": repr(exc)},
-        )
+        await dead_letter_message(broker.connection.jetstream(), msg.raw_message, exc, delivered=delivered)
+
+
+async def dead_letter_message(js: JetStreamContext, msg: Msg, exc: BaseException, *, delivered: int) -> None:
+    """Copy a JetStream message to ``dlq.<stream>.<consumer>`` with why and how often it failed.
+
+    The caller then terminates the original. Deduplicated per stream sequence, so a crash
+    between the copy and the termination does not dead-letter it twice.
+    """
+    meta = msg.metadata
+    stream, consumer = meta.stream, meta.consumer
+    headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+    headers.update(
+        {
+            "Genimage-Dlq-Subject": msg.subject,
+            "Genimage-Dlq-Stream-Seq": str(meta.sequence.stream),
+            "Genimage-Dlq-Deliveries": str(delivered),
+            "Genimage-Dlq-Error": repr(exc)[:500],
+            "Nats-Msg-Id": f"dlq:{stream}:{consumer}:{meta.sequence.stream}",
+        }
+    )
+    await js.publish(dead_letter(stream, consumer), msg.data, headers=headers, stream=DLQ)
+    DEAD_LETTERS.labels(stream=stream, consumer=consumer).inc()
+    log.error(
+        "message dead-lettered",
+        extra={"subject": msg.subject, "stream": stream, "consumer": consumer, "error": repr(exc)[:300]},
+    )

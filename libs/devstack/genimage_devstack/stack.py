@@ -95,10 +95,8 @@ def pump_prefixed(name: str, stream: IO[bytes], out: IO[str]) -> threading.Threa
     return t
 
 
-def start_services(
-    env: dict[str, str], ports: dict[str, int], names: Iterable[str] = SERVICES, *, log_dir: Path | None = None
-) -> list[ServiceProcess]:
-    procs = [ServiceProcess(n, ports[n], env, log_path=(log_dir / f"{n}.log") if log_dir else None) for n in names]
+def launch(procs: list[ServiceProcess]) -> list[ServiceProcess]:
+    """Start every process, then wait until each is ready; on any failure stop them all."""
     try:
         for p in procs:
             p.start()
@@ -109,3 +107,11 @@ def start_services(
             p.stop()
         raise
     return procs
+
+
+def start_services(
+    env: dict[str, str], ports: dict[str, int], names: Iterable[str] = SERVICES, *, log_dir: Path | None = None
+) -> list[ServiceProcess]:
+    return launch(
+        [ServiceProcess(n, ports[n], env, log_path=(log_dir / f"{n}.log") if log_dir else None) for n in names]
+    )

@@ -34,9 +34,9 @@ from pydantic import ValidationError
 
 from genimage_common.events import Event, GenerationRequested, UnknownEventType, parse_event
 from genimage_common.logging import log_context
-from genimage_common.messaging import DEAD_LETTERS
-from genimage_common.streams import DLQ, GENERATION
-from genimage_common.subjects import any_user, dead_letter
+from genimage_common.messaging import dead_letter_message
+from genimage_common.streams import GENERATION
+from genimage_common.subjects import any_user
 
 from .jobs import JobContext, fail, run_job
 from .metrics import JOBS_RUNNING
@@ -226,23 +226,5 @@ class JobIntake:
         await msg.ack()
 
     async def _dead_letter(self, msg: Msg, exc: Exception, delivered: int) -> None:
-        """Same convention as ``genimage_common.messaging.ErrorPolicyMiddleware``."""
-        meta = msg.metadata
-        stream, consumer = meta.stream, meta.consumer
-        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
-        headers.update(
-            {
-                "Genimage-Dlq-Subject": msg.subject,
-                "Genimage-Dlq-Stream-Seq": str(meta.sequence.stream),
-                "Genimage-Dlq-Deliveries": str(delivered),
-                "Genimage-Dlq-Error": repr(exc)[:500],
-                "Nats-Msg-Id": f"dlq:{stream}:{consumer}:{meta.sequence.stream}",
-            }
-        )
-        await self.js.publish(dead_letter(stream, consumer), msg.data, headers=headers, stream=DLQ)
-        DEAD_LETTERS.labels(stream=stream, consumer=consumer).inc()
+        await dead_letter_message(self.js, msg, exc, delivered=delivered)
         await msg.term()
-        log.error(
-            "message dead-lettered",
-            extra={"subject": msg.subject, "stream": stream, "consumer": consumer, "error": repr(exc)[:300]},
-        )
