@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from genimage_common.catalog import DEFAULT_MODEL
 from genimage_common.errors import Conflict, NotFound, ValidationFailed
 from genimage_common.events import GenerationCancelRequested, GenerationRequested, make_event, utcnow
 from genimage_common.ids import derived_id, generation_id_for, transition_event_id
@@ -59,10 +60,16 @@ async def _check_webhook(services: Services, url: str) -> None:
 async def create(
     services: Services, *, user_id: uuid.UUID, body: GenerationCreate, idempotency_key: str | None
 ) -> dict[str, Any]:
-    model = body.model or "local"
-    if model not in services.catalog:
+    model = body.model or DEFAULT_MODEL
+    spec = services.catalog.get(model)
+    if spec is None:
         raise ValidationFailed(
             f"unknown model {model!r}", errors=[{"loc": ["body", "model"], "msg": f"one of {sorted(services.catalog)}"}]
+        )
+    if not spec.supports(body.kind):
+        # Refused here rather than failed (and refunded) by the worker.
+        raise ValidationFailed(
+            f"model {model!r} does not make {body.kind}s", errors=[{"loc": ["body", "kind"], "msg": "not supported"}]
         )
     if body.input_image_ids:
         await _check_inputs(services, user_id, body.input_image_ids)
