@@ -60,3 +60,35 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         assert asyncio.run(_read(second.start().env())) == ("still here", b"still here", b"still here")
     finally:
         second.stop()
+
+
+def _docker_engine() -> bool:
+    import docker
+
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException:
+        return False
+    return True
+
+
+@pytest.mark.timeout(600)
+def test_the_containers_branch(tmp_path: Path) -> None:
+    """GENIMAGE_INFRA=containers uses testcontainers (NATS, PostgreSQL, MinIO) where a Docker
+    engine runs; without one it fails loudly and leaves nothing behind, never falling back to
+    local processes."""
+    import docker
+
+    stack = Infra(tmp_path, Ports.free(), environ={"GENIMAGE_INFRA": "containers"})
+    if not _docker_engine():
+        with pytest.raises(docker.errors.DockerException):
+            stack.start()
+        assert stack.started == []
+        assert not (tmp_path / "postgres").exists()
+        return
+    try:
+        endpoints = stack.start().env()
+        asyncio.run(_write(endpoints))
+        assert asyncio.run(_read(endpoints)) == ("still here", b"still here", b"still here")
+    finally:
+        stack.stop()

@@ -16,9 +16,9 @@ class ContainerInfra:
         self._containers: list[Any] = []
 
     def start(self) -> Endpoints:
-        from testcontainers.minio import MinioContainer
-        from testcontainers.nats import NatsContainer
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.minio import MinioContainer
+        from testcontainers.community.nats import NatsContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         nats = NatsContainer(NATS_IMAGE, jetstream=True)
         self._run(nats)
