@@ -3,7 +3,6 @@ consumer that dedupes, even when the relay process is killed around the publish.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import uuid
 from datetime import timedelta
 
 import nats
-from nats.js.api import DeliverPolicy
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
@@ -21,21 +19,8 @@ from billing.models import outbox
 from genimage_common.database import SessionMaker
 from genimage_common.ids import new_id
 from genimage_common.outbox import OutboxRelay
-from genimage_common.streams import BILLING
 from tests.billing.factories import funded_user
-
-
-async def stream_events(nc: nats.NATS, user_id: uuid.UUID) -> list[dict]:
-    """Every message the BILLING stream holds for this user, in stream order."""
-    js = nc.jetstream()
-    subject = f"billing.*.{user_id}"
-    info = await js.stream_info(BILLING, subjects_filter=subject)
-    total = sum((info.state.subjects or {}).values())
-    sub = await js.subscribe(subject, stream=BILLING, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        return [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(total)]
-    finally:
-        await sub.unsubscribe()
+from tests.billing.test_service import billing_events
 
 
 async def unpublished(sessions: SessionMaker) -> int:
@@ -67,12 +52,12 @@ async def test_a_relay_killed_around_the_publish_still_delivers_each_event_once_
     # Killed after the commit, before anything was sent: the events wait in the outbox.
     crash_relay(database_url, private_nats, "before_publish")
     assert await unpublished(sessions) == 4
-    assert await stream_events(nc, user) == []
+    assert await billing_events(nc, user) == []
 
     # Killed after JetStream acknowledged the first event, before marking it: still unpublished.
     crash_relay(database_url, private_nats, "after_publish")
     assert await unpublished(sessions) == 4
-    assert [e["type"] for e in await stream_events(nc, user)] == ["genimage.billing.account_opened.v1"]
+    assert [e["type"] for e in await billing_events(nc, user)] == ["genimage.billing.account_opened.v1"]
 
     # The next relay (a restart, or another replica) publishes everything; the event sent twice
     # carries the same Nats-Msg-Id and JetStream keeps one.
@@ -81,7 +66,7 @@ async def test_a_relay_killed_around_the_publish_still_delivers_each_event_once_
     assert await unpublished(sessions) == 0
     assert await relay.relay_once() == 0
 
-    events = await stream_events(nc, user)
+    events = await billing_events(nc, user)
     assert [e["type"].split(".")[2] for e in events] == [
         "account_opened",
         "credits_granted",

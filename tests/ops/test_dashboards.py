@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from genimage_devstack.stack import ServiceProcess
-from tests.api import signup
+from tests.api import signup, wait_terminal
 from tests.helpers import eventually
 from tests.ops.conftest import ROOT, NatsWithMonitor
 from tests.ops.promql import all_names, exposed_series, for_promtool, selector_labels
@@ -146,11 +146,8 @@ def exported(services: dict[str, ServiceProcess]) -> dict[str, set[str]]:
         )
         assert r.status_code == 202, r.text
         gid = r.json()["id"]
-        eventually(
-            lambda: api.get(f"/v1/generations/{gid}", headers=user.auth).json().get("status") == "succeeded",
-            timeout=60,
-            what="generation succeeded",
-        )
+        done = wait_terminal(api, user, gid)
+        assert done["status"] == "succeeded", done
         eventually(
             lambda: api.get("/v1/credits", headers=user.auth).json() == {"available": 15, "reserved": 0},
             what="credits committed",

@@ -12,8 +12,7 @@ import pytest
 
 from genimage_common.logging import _ContextFilter, json_formatter, log_context, redact
 from genimage_devstack.stack import ServiceProcess
-from tests.api import signup
-from tests.helpers import eventually
+from tests.api import signup, wait_terminal
 
 PASSWORD = "correct horse battery"  # what tests/api.py signs up with
 
@@ -107,11 +106,8 @@ def one_generation(services: dict[str, ServiceProcess]) -> dict:
         )
         assert r.status_code == 202, r.text
         gid = r.json()["id"]
-        eventually(
-            lambda: api.get(f"/v1/generations/{gid}", headers=user.auth).json().get("status") == "succeeded",
-            timeout=60,
-            what="generation succeeded",
-        )
+        done = wait_terminal(api, user, gid)
+        assert done["status"] == "succeeded", done
         login = api.post("/v1/auth/login", json={"email": user.email, "password": PASSWORD})
         secrets = {user.email, PASSWORD, user.token}
         if login.status_code == 200:
