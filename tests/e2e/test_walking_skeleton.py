@@ -34,6 +34,7 @@ def test_the_whole_path(api: httpx.Client) -> None:
     done = wait_terminal(api, user, created["id"])
     assert done["status"] == "succeeded", done
     assert done["progress"] == 1.0
+    assert done["provider"] == "local" and done["started_at"] and done["finished_at"]
     assert len(done["outputs"]) == 1
     image = done["outputs"][0]
     assert (image["width"], image["height"], image["content_type"]) == (512, 384, "image/png")

@@ -328,12 +328,16 @@ class GenerationOut(BaseModel):
     seed: int | None
     output_format: str | None = None
     progress: float
-    cost: int | None
+    cost: int | None = Field(description="Credits: reserved while running, then what was charged")
+    refunded: int | None = Field(None, description="Credits given back (failed, canceled, expired)")
+    provider: str | None = Field(None, description="The provider that ran (or is running) it")
     outputs: list[ImageOut]
     error: ErrorOut | None = None
     timings: dict[str, Any] | None = None
     queue_position: int | None = None
     created_at: datetime | None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 class LedgerEntry(BaseModel):
