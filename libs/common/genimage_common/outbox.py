@@ -93,13 +93,14 @@ class OutboxRelay:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop relaying; bounded, so a publish or rollback stuck on a dead connection cannot
+        hold up the service's shutdown (unpublished rows stay pending for the next relay)."""
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                log.warning("outbox relay did not stop in time", extra={"timeout_s": timeout_s})
 
     async def _run(self) -> None:
         while True:
