@@ -21,7 +21,7 @@ import httpx
 from ..cancellation import CancelToken
 from ..errors import ContentRefused, GenerationError, ProviderAuth, ProviderBadResponse
 from .base import Progress, RenderedOutput, RenderRequest
-from .http import HttpProvider, decode_b64, json_body, nearest_ratio
+from .http import HttpProvider, decode_b64, error_body, json_body, nearest_ratio
 
 ASPECT_RATIOS = ["21:9", "16:9", "4:3", "3:2", "5:4", "1:1", "4:5", "2:3", "3:4", "9:16"]
 REFUSAL_REASONS = {
@@ -45,12 +45,7 @@ class GeminiProvider(HttpProvider):
 
     def error_for(self, response: httpx.Response) -> GenerationError:
         status = response.status_code
-        try:
-            err = response.json().get("error") or {}
-        except (ValueError, AttributeError):
-            err = {}
-        if not isinstance(err, dict):
-            err = {}
+        err = error_body(response, "error")
         message = f"{self.model}: {err.get('status') or status}: {err.get('message') or f'HTTP {status}'}"
         if err.get("status") == "FAILED_PRECONDITION":
             # E.g. billing not enabled or the API unavailable in the region: configuration.

@@ -122,6 +122,18 @@ def json_body(response: httpx.Response, what: str) -> Any:
         raise ProviderBadResponse(f"{what}: response is not JSON") from exc
 
 
+def error_body(response: httpx.Response, key: str | None = None) -> dict[str, Any]:
+    """The JSON object of an error response (or its ``key`` member), ``{}`` when there is none:
+    error bodies of upstream APIs are not to be trusted to be JSON, or objects."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    if key is not None:
+        body = body.get(key) if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else {}
+
+
 class HttpProvider:
     """Base of the remote providers. One instance per catalog model."""
 

@@ -18,7 +18,7 @@ import httpx
 from ..cancellation import CancelToken
 from ..errors import ContentRefused, GenerationError, ProviderAuth, ProviderBadResponse
 from .base import Progress, RenderedOutput, RenderRequest
-from .http import HttpProvider, decode_b64, json_body
+from .http import HttpProvider, decode_b64, error_body, json_body
 
 SIZES = {
     "dall-e-2": ["256x256", "512x512", "1024x1024"],
@@ -54,12 +54,7 @@ class OpenAIProvider(HttpProvider):
 
     def error_for(self, response: httpx.Response) -> GenerationError:
         status = response.status_code
-        try:
-            err = response.json().get("error") or {}
-        except (ValueError, AttributeError):
-            err = {}
-        if not isinstance(err, dict):
-            err = {}
+        err = error_body(response, "error")
         message = f"{self.model}: {err.get('message') or f'HTTP {status}'}"
         code = err.get("code") or ""
         if code in REFUSALS:

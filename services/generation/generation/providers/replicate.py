@@ -21,7 +21,7 @@ import httpx
 from ..cancellation import CancelToken
 from ..errors import ContentRefused, GenerationError, JobCanceled, ProviderBadResponse
 from .base import Progress, RenderedOutput, RenderRequest
-from .http import HttpProvider, json_body, nearest_ratio, remaining
+from .http import HttpProvider, error_body, json_body, nearest_ratio, remaining
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,7 @@ class ReplicateProvider(HttpProvider):
 
     def error_for(self, response: httpx.Response) -> GenerationError:
         status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
+        body = error_body(response)
         detail = body.get("detail") or body.get("title") or f"HTTP {status}"
         return self.status_error(status, f"{self.model}: {detail}", response.headers)
 

@@ -15,7 +15,7 @@ import httpx
 from ..cancellation import CancelToken
 from ..errors import ContentRefused, GenerationError, InvalidInput, ProviderBadResponse
 from .base import Progress, RenderedOutput, RenderRequest
-from .http import HttpProvider, decode_b64, json_body, nearest_ratio
+from .http import HttpProvider, decode_b64, error_body, json_body, nearest_ratio
 
 ASPECT_RATIOS = ["21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"]
 # Endpoints that accept an input image, and how.
@@ -33,12 +33,7 @@ class StabilityProvider(HttpProvider):
 
     def error_for(self, response: httpx.Response) -> GenerationError:
         status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
+        body = error_body(response)
         name = str(body.get("name") or "")
         errors = body.get("errors") if isinstance(body.get("errors"), list) else []
         message = f"{self.model}: {name or f'HTTP {status}'}: {'; '.join(str(e) for e in errors)[:300]}"
