@@ -46,6 +46,13 @@ class CommonSettings(BaseSettings):
     stream_replicas: int = shared(1, "STREAM_REPLICAS", ge=1, le=5)
     stream_duplicate_window_s: float = shared(120, "STREAM_DUPLICATE_WINDOW_S", ge=120)
 
+    # A message whose handling failed because a dependency (PostgreSQL, NATS, S3, a peer) is
+    # away is redelivered after base, 2·base, 4·base ... capped at max, for as long as the
+    # dependency stays away; only past the ceiling (hours) is it dead-lettered after all.
+    transient_retry_base_s: float = shared(0.5, "TRANSIENT_RETRY_BASE_S", gt=0)
+    transient_retry_max_s: float = shared(30, "TRANSIENT_RETRY_MAX_S", gt=0)
+    transient_retry_ceiling_s: float = shared(6 * 3600, "TRANSIENT_RETRY_CEILING_S", gt=0)
+
     # Health/metrics HTTP port of a worker, or the API port of the gateway.
     host: str = "127.0.0.1"
     port: int = 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from genimage_common.redelivery import is_transient
+
 from . import ledger, metrics
 from .deps import Deps
 from .transaction import transaction
@@ -35,7 +37,10 @@ async def sweep_forever(deps: Deps) -> None:
                 continue  # more are due: no pause
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # The database may be away; the next round retries the same holds.
-            log.exception("expiry sweep failed")
+            if is_transient(exc):
+                log.warning("expiry sweep failed: database unavailable", extra={"error": repr(exc)[:300]})
+            else:
+                log.exception("expiry sweep failed")
         await asyncio.sleep(deps.settings.sweep_interval_s)

@@ -10,7 +10,8 @@ from faststream.asgi import AsgiFastStream
 
 from genimage_common.catalog import load_catalog
 from genimage_common.logging import configure_logging
-from genimage_common.messaging import make_broker
+from genimage_common.messaging import make_broker, watch_dependencies
+from genimage_common.redelivery import RedeliveryPolicy
 from genimage_common.storage import ObjectStore
 from genimage_common.streams import ensure_streams
 from genimage_common.telemetry import build_info, configure_tracing
@@ -34,9 +35,10 @@ def create_app(settings: GenerationSettings | None = None) -> AsgiFastStream:
     configure_logging(SERVICE, settings.log_level)
     configure_tracing(SERVICE)
     build_info(SERVICE)
-    broker = make_broker(settings.nats_url, service=SERVICE)
+    broker = make_broker(settings.nats_url, service=SERVICE, policy=RedeliveryPolicy.from_settings(settings))
     broker.include_router(consumers.router)
     store = ObjectStore(settings)
+    watch_dependencies(broker, {"s3": store.ping})
     catalog = load_catalog(settings.models_file)
     validate_catalog(catalog)
     policy = RetryPolicy(attempts=settings.retry_attempts, base_s=settings.retry_base_s, max_s=settings.retry_max_s)

@@ -1,19 +1,32 @@
 """Event handlers of the generation worker besides the job queue (``intake.py``): cancel
-requests and deleted images. Both are idempotent; failures follow the shared error policy
-(bounded redelivery, then the DLQ)."""
+requests, deleted images, and expired holds (the backstop that ends a generation whose credits
+billing refunded because it never finished, ADR 22). All are idempotent; failures follow the
+shared error policy (transient ones retried while the dependency is away, others a bounded
+number of times, then the DLQ)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated
 
 from faststream import Context
 from faststream.nats import JStream, NatsRouter, PullSub
+from nats.js.api import DeliverPolicy
 
-from genimage_common.events import Event, GenerationCanceled, GenerationCancelRequested, ImageDeleted
+from genimage_common.events import (
+    CreditsRefunded,
+    ErrorInfo,
+    Event,
+    GenerationCanceled,
+    GenerationCancelRequested,
+    GenerationFailed,
+    ImageDeleted,
+    utcnow,
+)
 from genimage_common.logging import log_context
 from genimage_common.messaging import publish_event
-from genimage_common.streams import GALLERY, GENERATION
+from genimage_common.streams import BILLING, GALLERY, GENERATION
 from genimage_common.subjects import any_user
 
 from .jobs import JobContext, terminal_event
@@ -68,3 +81,53 @@ async def on_image_deleted(event: Event[ImageDeleted], ctx: Jobs) -> None:
             log.info(
                 "deleted objects of a purged image", extra={"image_id": str(event.data.image_id), "count": len(mine)}
             )
+
+
+EXPIRED = "expired"
+EXPIRED_MESSAGE = "the generation did not finish before its credit hold expired; the credits were refunded"
+
+
+def expired_event(event: Event[CreditsRefunded]) -> Event[GenerationFailed]:
+    data = event.data
+    return terminal_event(
+        GenerationFailed(
+            user_id=data.user_id,
+            generation_id=data.generation_id,
+            error=ErrorInfo(code=EXPIRED, message=EXPIRED_MESSAGE, retryable=True),
+            # No attempt of ours ended it.
+            attempts=0,
+        )
+    )
+
+
+@router.subscriber(
+    any_user(CreditsRefunded.name),
+    stream=JStream(BILLING, declare=False),
+    durable="generation-hold-expired",
+    # Created once, from then on: the refunds of before are older than any outcome we keep.
+    deliver_policy=DeliverPolicy.NEW,
+    pull_sub=PullSub(batch_size=16, timeout=1.0),
+)
+async def on_credits_refunded(event: Event[CreditsRefunded], ctx: Jobs) -> None:
+    """Billing's sweeper refunded a hold that expired: the generation must not stay queued or
+    running for ever. Unless it already has an outcome, it fails with ``expired`` (through the
+    terminal record: exactly one outcome, even racing a completion); the recorded outcome is
+    (re-)published either way. A job redelivered afterwards finds it and never renders."""
+    data = event.data
+    if data.reason != EXPIRED:
+        return  # failed / canceled: refunds that follow an outcome we published
+    gid = data.generation_id
+    with log_context(generation_id=str(gid), user_id=str(data.user_id)):
+        if event.time < utcnow() - timedelta(seconds=ctx.settings.state_ttl_s):
+            # Its terminal record, if any, is gone: we cannot tell whether it ended otherwise.
+            log.warning("expired hold older than the state bucket's memory, ignored")
+            return
+        stored, won = await ctx.state.settle(gid, expired_event(event))
+        await publish_event(ctx.broker, stored, stream=GENERATION)
+        if won:
+            # A job of this replica still running for it stops (and publishes the recorded outcome).
+            ctx.cancels.cancel(gid)
+            GENERATIONS.labels(kind="unknown", model="unknown", status="failed").inc()
+            log.warning("generation failed: its credit hold expired first", extra={"code": EXPIRED})
+        elif stored.type != GenerationFailed.event_type() or stored.data.error.code != EXPIRED:
+            log.info("hold expired after the generation ended", extra={"outcome": stored.type})

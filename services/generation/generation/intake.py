@@ -2,15 +2,19 @@
 
 A message is fetched only when a job slot is free, so nothing waits in a local buffer while
 its ack deadline runs out (and other replicas could have taken it). While a job runs, an
-in-progress ack every third of ``ack_wait`` keeps JetStream from redelivering it. Then:
+in-progress ack every third of ``ack_wait`` keeps JetStream from redelivering it. Then, by the
+shared redelivery policy (``genimage_common.redelivery``):
 
 - done (completed, failed or canceled — those are outcomes, not errors): ack;
-- an unexpected failure (object storage down, a bug): nak with backoff, so another attempt
-  comes later, up to ``max_deliveries`` deliveries; then the job fails with ``internal_error`` and
-  the message goes to the ``DLQ`` stream;
+- a dependency away (object storage, NATS): nak with capped exponential backoff, for as long as
+  it lasts (up to the long ``TRANSIENT_RETRY_CEILING_S``); these deliveries are counted in the
+  state bucket and never count against the job's bound;
+- any other unexpected failure (a corrupt manifest, a bug): nak with backoff, up to
+  ``max_deliveries`` deliveries; then the job fails with ``internal_error`` and the message goes
+  to the ``DLQ`` stream;
 - a message that cannot be decoded: DLQ at once (no retry can fix it), never blocking others;
-- a message delivered more than ``max_deliveries`` times (each attempt killed its worker): the
-  job fails and the message is dead-lettered without running again;
+- a message delivered more than ``max_deliveries`` times, not counting transient failures (each
+  attempt killed its worker): the job fails and the message is dead-lettered without running;
 - shutdown: running jobs get ``shutdown_grace_s``, then they are handed back (nak) for
   another replica.
 """
@@ -35,6 +39,7 @@ from pydantic import ValidationError
 from genimage_common.events import Event, GenerationRequested, UnknownEventType, parse_event
 from genimage_common.logging import log_context
 from genimage_common.messaging import dead_letter_message
+from genimage_common.redelivery import Failure, Probe, RedeliveryPolicy, classify, is_transient
 from genimage_common.streams import GENERATION
 from genimage_common.subjects import any_user
 
@@ -72,6 +77,18 @@ class JobIntake:
         self._stopping = asyncio.Event()
         self._sub: Any = None
         self._config: ConsumerConfig | None = None
+        self.policy = RedeliveryPolicy.from_settings(
+            self.settings, max_deliver=self.settings.max_deliveries, backoff_s=tuple(self.settings.redelivery_backoff_s)
+        )
+
+    def _probes(self) -> dict[str, Probe]:
+        """What a job depends on: an unclassified failure while one is down is transient."""
+
+        async def nats() -> None:
+            if not self.ctx.broker.connection or not self.ctx.broker.connection.is_connected:
+                raise ConnectionError("NATS is not connected")
+
+        return {"nats": nats, "s3": self.ctx.store.ping}
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -172,7 +189,7 @@ class JobIntake:
         try:
             event = decode(msg.data)
         except Poison as exc:
-            await self._dead_letter(msg, exc, delivered)
+            await self._dead_letter(msg, exc, delivered, Failure.POISON)
             return
         heartbeat = asyncio.create_task(self._heartbeat(msg, event.data.generation_id))
         JOBS_RUNNING.inc()
@@ -192,39 +209,93 @@ class JobIntake:
             JOBS_RUNNING.dec()
 
     async def _process(self, msg: Msg, event: Event[GenerationRequested], delivered: int) -> None:
-        if delivered > self.settings.max_deliveries:
-            with log_context(generation_id=str(event.data.generation_id)):
+        gid = event.data.generation_id
+        try:
+            transient = await self.ctx.state.transient_failures(gid)
+        except Exception as exc:
+            # The state bucket is on NATS: without it nothing can be decided (nor published).
+            await self._retry(msg, event, Failure.TRANSIENT, exc, delivered, self.policy.transient_delay(1))
+            return
+        if delivered - transient > self.settings.max_deliveries:
+            with log_context(generation_id=str(gid)):
                 log.error("job keeps killing its worker, giving up", extra={"delivered": delivered})
-                await fail(self.ctx, event.data, "internal_error", "the job could not be run", attempt=delivered)
-            await self._dead_letter(msg, RuntimeError("delivered too often"), delivered)
+            await self._give_up(msg, event, RuntimeError("delivered too often"), delivered, Failure.CONTENT)
             return
         try:
             await run_job(self.ctx, event, attempt=delivered)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if delivered < self.settings.max_deliveries:
-                backoff = self.settings.redelivery_backoff_s
-                delay = backoff[min(delivered, len(backoff)) - 1]
-                log.warning(
-                    "job failed unexpectedly, will be redelivered",
-                    extra={
-                        "generation_id": str(event.data.generation_id),
-                        "delivered": delivered,
-                        "delay_s": delay,
-                        "error": repr(exc),
-                    },
-                )
-                await msg.nak(delay=delay)
-                return
-            with log_context(generation_id=str(event.data.generation_id)):
-                log.exception("job failed on its last delivery")
+            failure = await classify(exc, self._probes())
+            if failure is Failure.POISON:
+                # The message decoded: what failed to parse came from elsewhere (a stored manifest).
+                failure = Failure.CONTENT
+            decision = self.policy.decide(failure, delivered=delivered, transient_before=transient)
+            if failure is Failure.TRANSIENT:
                 with contextlib.suppress(Exception):
-                    await fail(self.ctx, event.data, "internal_error", "the job could not be run", attempt=delivered)
-            await self._dead_letter(msg, exc, delivered)
+                    await self.ctx.state.record_transient_failure(gid)
+            if decision.dead_letter:
+                with log_context(generation_id=str(gid)):
+                    log.error("job failed on its last delivery", exc_info=exc, extra={"failure": failure.value})
+                await self._give_up(msg, event, exc, delivered, failure)
+                return
+            await self._retry(msg, event, failure, exc, delivered, decision.delay_s)
             return
-        await msg.ack()
+        try:
+            await msg.ack()
+        except Exception as exc:
+            # The outcome is recorded and published: a redelivery only re-publishes it.
+            log.warning("ack failed; the job will be redelivered and settle at once", extra={"error": repr(exc)})
 
-    async def _dead_letter(self, msg: Msg, exc: Exception, delivered: int) -> None:
-        await dead_letter_message(self.js, msg, exc, delivered=delivered)
-        await msg.term()
+    async def _retry(
+        self,
+        msg: Msg,
+        event: Event[GenerationRequested],
+        failure: Failure,
+        exc: BaseException,
+        delivered: int,
+        delay: float,
+    ) -> None:
+        extra = {
+            "generation_id": str(event.data.generation_id),
+            "delivered": delivered,
+            "failure": failure.value,
+            "delay_s": delay,
+            "error": repr(exc)[:500],
+        }
+        if failure is Failure.TRANSIENT:
+            log.warning("job could not run: dependency unavailable, will be redelivered", extra=extra)
+        else:
+            log.warning("job failed unexpectedly, will be redelivered", extra=extra, exc_info=exc)
+        try:
+            await msg.nak(delay=delay)
+        except Exception as nak_exc:
+            # NATS away: the message comes back after ack_wait anyway.
+            log.warning("nak failed", extra={"error": repr(nak_exc)})
+
+    async def _give_up(
+        self, msg: Msg, event: Event[GenerationRequested], exc: BaseException, delivered: int, failure: Failure
+    ) -> None:
+        """The job fails with ``internal_error`` and the message goes to the DLQ; if the outcome
+        cannot be published now (NATS away), the message is kept for a later delivery instead."""
+        with log_context(generation_id=str(event.data.generation_id)):
+            try:
+                await fail(self.ctx, event.data, "internal_error", "the job could not be run", attempt=delivered)
+            except Exception as fail_exc:
+                if is_transient(fail_exc):
+                    delay = self.policy.transient_delay(1)
+                    await self._retry(msg, event, Failure.TRANSIENT, fail_exc, delivered, delay)
+                    return
+                log.exception("could not record the failure of a job given up")
+        await self._dead_letter(msg, exc, delivered, failure)
+
+    async def _dead_letter(
+        self, msg: Msg, exc: BaseException, delivered: int, failure: Failure = Failure.CONTENT
+    ) -> None:
+        try:
+            await dead_letter_message(self.js, msg, exc, delivered=delivered, failure=failure.value)
+            await msg.term()
+        except Exception as dlq_exc:
+            log.warning("dead-lettering failed, will retry", extra={"error": repr(dlq_exc)})
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.policy.transient_delay(1))

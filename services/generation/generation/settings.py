@@ -4,7 +4,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from genimage_common.catalog import DEFAULT_MODELS_FILE
-from genimage_common.messaging import BACKOFF, MAX_DELIVER
+from genimage_common.redelivery import BACKOFF, MAX_DELIVER
 from genimage_common.settings import CommonSettings, shared
 
 
@@ -21,8 +21,10 @@ class GenerationSettings(CommonSettings):
 
     # JetStream: a job not acked nor marked in progress for this long is redelivered.
     ack_wait_s: float = Field(30, ge=1, le=3600)
-    # A job failing unexpectedly (storage down, a bug) is redelivered after these delays (s), by
-    # delivery number, at most max_deliveries times; then it fails and goes to the DLQ.
+    # A job failing unexpectedly for its own reasons (a corrupt manifest, a bug) is redelivered
+    # after these delays (s), at most max_deliveries times; then it fails and goes to the DLQ.
+    # Deliveries that failed because object storage or NATS was away do not count: those are
+    # retried with the shared TRANSIENT_RETRY_* backoff for as long as the outage lasts.
     redelivery_backoff_s: list[float] = Field(default_factory=lambda: list(BACKOFF), min_length=1)
     max_deliveries: int = Field(MAX_DELIVER, ge=1, le=100)
     # Running jobs get this long to finish on shutdown before they are handed back.

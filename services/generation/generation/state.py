@@ -2,6 +2,9 @@
 
 - ``cancel.<generation_id>``: a cancel was requested. Checked before a job runs (a queued job
   never runs) and watched by every replica (a running job stops wherever it runs).
+- ``transient.<generation_id>``: how many deliveries of the job failed because a dependency
+  (object storage, NATS) was away. They do not count against the job's bounded deliveries:
+  every replica sees the same count, also after a restart.
 - ``terminal.<generation_id>``: the terminal event (completed, failed or canceled), written with
   create-if-absent. Whoever creates it publishes it; everyone else re-publishes *that* event.
   So a generation has exactly one outcome even when a cancel races a completion or a job is
@@ -83,6 +86,36 @@ class JobState:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
+
+    # --- transient failures -------------------------------------------------------------------
+
+    async def transient_failures(self, generation_id: uuid.UUID) -> int:
+        try:
+            entry = await self.kv.get(f"transient.{generation_id}")
+        except (KeyNotFoundError, KeyDeletedError):
+            return 0
+        return int(entry.value or b"0")
+
+    async def record_transient_failure(self, generation_id: uuid.UUID) -> int:
+        """Count one more transiently failed delivery; compare-and-set, so that two replicas
+        that fail the same job at once both count."""
+        key = f"transient.{generation_id}"
+        for _ in range(5):
+            try:
+                entry = await self.kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):
+                try:
+                    await self.kv.create(key, b"1")
+                    return 1
+                except KeyWrongLastSequenceError:
+                    continue
+            count = int(entry.value or b"0") + 1
+            try:
+                await self.kv.update(key, str(count).encode(), last=entry.revision)
+                return count
+            except KeyWrongLastSequenceError:
+                continue
+        raise RuntimeError(f"could not count a transient failure of {generation_id}")
 
     # --- terminal outcomes --------------------------------------------------------------------
 
