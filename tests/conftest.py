@@ -25,7 +25,9 @@ def infra() -> Iterator[Endpoints]:
     # Not under pytest's basetemp: a concurrent pytest run resets /tmp/pytest-of-<user> to 0700,
     # and PostgreSQL runs as its own unprivileged user (ADR 1) that must reach its data directory.
     data_dir = Path(tempfile.mkdtemp(prefix="genimage-test-infra-"))
-    stack = Infra(data_dir, Ports.free(), for_tests=True, environ=environ)
+    # The disk S3 store `make run` uses (ADR 4), whatever GENIMAGE_S3_STORE says: the end-to-end
+    # tests must exercise the store users run on, not moto.
+    stack = Infra(data_dir, Ports.free(), for_tests=True, s3_store="disk", environ=environ)
     try:
         yield stack.start()
     finally:

@@ -1,5 +1,8 @@
 """The three infrastructure pieces behind one interface, from local processes, containers or
-the environment (``NATS_URL`` / ``DATABASE_URL`` / ``S3_ENDPOINT`` win when set)."""
+the environment (``NATS_URL`` / ``DATABASE_URL`` / ``S3_ENDPOINT`` win when set).
+
+The local S3 store is the disk store (ADR 4) unless ``s3_store="moto"`` (or
+``GENIMAGE_S3_STORE=moto``) asks for moto's in-memory one, for tests where speed matters."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .processes import MotoS3, NatsServer, PostgresServer, free_port
+from .processes import NatsServer, PostgresServer, free_port
+from .s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, STORES, DiskS3, MotoS3
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +28,8 @@ class Endpoints:
     nats_url: str
     database_url: str
     s3_endpoint: str
-    s3_access_key: str = "genimage"
-    s3_secret_key: str = "genimage-secret"
+    s3_access_key: str = DEFAULT_ACCESS_KEY
+    s3_secret_key: str = DEFAULT_SECRET_KEY
 
     def env(self) -> dict[str, str]:
         return {
@@ -56,6 +60,8 @@ class Infra:
     data_dir: Path
     ports: Ports = field(default_factory=Ports)
     for_tests: bool = False
+    # "disk" (make run, end-to-end tests) or "moto"; None: GENIMAGE_S3_STORE, else "disk".
+    s3_store: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     started: list[Component] = field(default_factory=list, init=False)
     endpoints: Endpoints | None = field(default=None, init=False)
@@ -81,16 +87,24 @@ class Infra:
                     nats_url,
                     database_url,
                     env["S3_ENDPOINT"],
-                    env.get("S3_ACCESS_KEY", "genimage"),
-                    env.get("S3_SECRET_KEY", "genimage-secret"),
+                    env.get("S3_ACCESS_KEY", DEFAULT_ACCESS_KEY),
+                    env.get("S3_SECRET_KEY", DEFAULT_SECRET_KEY),
                 )
             else:
-                s3 = self._start(MotoS3(self.data_dir, port=self.ports.s3, persist=not self.for_tests))
+                s3 = self._start(self._s3())
                 self.endpoints = Endpoints(nats_url, database_url, s3.url)
         except BaseException:
             self.stop()
             raise
         return self.endpoints
+
+    def _s3(self) -> DiskS3 | MotoS3:
+        store = self.s3_store or self.environ.get("GENIMAGE_S3_STORE") or "disk"
+        if store not in STORES:
+            raise ValueError(f"unknown S3 store {store!r}: one of {', '.join(STORES)}")
+        if store == "moto":
+            return MotoS3(self.data_dir, port=self.ports.s3)
+        return DiskS3(self.data_dir, port=self.ports.s3)
 
     def _start(self, component: Any) -> Any:
         component.start()

@@ -87,6 +87,8 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, *, stdout: int | None = None) -> subprocess.Popen[bytes]:
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         out = stdout
         if out is None and self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,15 @@ class Proc:
     def pid(self) -> int | None:
         return self.popen.pid if self.popen else None
 
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running (or never started); negative: killed by that signal."""
+        return self.popen.poll() if self.popen else None
+
     def stop(self, timeout: float = 15.0) -> None:
         p = self.popen
         if p is None or p.poll() is not None:
@@ -120,6 +131,28 @@ class Proc:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no shutdown, no flush.
+
+        The whole process group goes, as when a container is killed: PostgreSQL's backends
+        would otherwise outlive their postmaster and keep its shared memory. The group is ours
+        (``start_new_session``) and is signalled only while its leader is not yet reaped, so its
+        id cannot have been reused.
+        """
+        p = self.popen
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout)
+
+    def restart(self, *, stdout: int | None = None) -> subprocess.Popen[bytes]:
+        """Stop (gracefully) if running, then start the same command again."""
+        self.stop()
+        return self.start(stdout=stdout)
 
 
 class NatsServer:
@@ -283,40 +316,3 @@ class PostgresServer:
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGINT)
         self.proc.stop(timeout=30)
-
-
-class MotoS3:
-    """``moto[server]`` as the S3 API. It keeps objects in memory, so every request is recorded
-    to a file under the data directory and replayed at start: a second ``make run`` finds its
-    objects again (see docs/adr/0002-moto-s3-persistence.md)."""
-
-    def __init__(self, data_dir: Path, *, port: int, persist: bool = True) -> None:
-        self.port = port
-        self.url = f"http://{LOOPBACK}:{port}"
-        store = data_dir / "s3"
-        store.mkdir(parents=True, exist_ok=True)
-        self.recording = store / "recording.jsonl"
-        env = dict(os.environ)
-        if persist:
-            env.update(MOTO_ENABLE_RECORDING="True", MOTO_RECORDER_FILEPATH=str(self.recording))
-        self.persist = persist
-        self.proc = Proc(
-            "s3",
-            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
-            env=env,
-            log_path=data_dir / "logs" / "s3.log",
-        )
-
-    def start(self) -> None:
-        popen = self.proc.start()
-        wait_until(
-            lambda: httpx.get(f"{self.url}/moto-api/", timeout=1).status_code == 200,
-            timeout=60,
-            what="moto S3 server",
-            proc=popen,
-        )
-        if self.persist and self.recording.exists() and self.recording.stat().st_size:
-            httpx.post(f"{self.url}/moto-api/recorder/replay-recording", timeout=600).raise_for_status()
-
-    def stop(self) -> None:
-        self.proc.stop()
