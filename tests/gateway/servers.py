@@ -4,6 +4,9 @@ JWKS, keys generated here) and a webhook receiver that records what it gets."""
 from __future__ import annotations
 
 import json
+import select
+import socket
+import socketserver
 import threading
 import time
 import uuid
@@ -141,3 +144,71 @@ class Receiver(_Server):
     def at(self, path: str) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if r.path == path]
+
+
+class SlowReceiver:
+    """A webhook receiver that reads the request, then trickles its answer one byte every
+    ``interval`` seconds: each read arrives in time, so only a total deadline ends the wait.
+    Records when each request arrived and when the sender hung up."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+    def __init__(self, interval: float = 3.0) -> None:
+        self.interval = interval
+        self.accepted: list[float] = []
+        self.hung_up: list[float] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock: socket.socket = self.request
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                lengths = [
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                length = lengths[0] if lengths else 0
+                while len(body) < length:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    body += chunk
+                with owner._lock:
+                    owner.accepted.append(time.monotonic())
+                for byte in owner.RESPONSE:
+                    readable, _, _ = select.select([sock], [], [], owner.interval)
+                    if owner._stop.is_set():
+                        return
+                    if readable and not sock.recv(1):  # EOF: the sender gave up
+                        with owner._lock:
+                            owner.hung_up.append(time.monotonic())
+                        return
+                    try:
+                        sock.sendall(bytes([byte]))
+                    except OSError:
+                        with owner._lock:
+                            owner.hung_up.append(time.monotonic())
+                        return
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/slow") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()

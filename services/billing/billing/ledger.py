@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from genimage_common.errors import Conflict, InsufficientCredits, ValidationFailed
+from genimage_common.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from genimage_common.events import (
     AccountOpened,
     CreditsCommitted,
@@ -422,3 +422,16 @@ async def expire_due(session: AsyncSession, *, now: datetime | None = None, limi
 
 async def pending_holds(session: AsyncSession) -> int:
     return await repo.count_pending_holds(session)
+
+
+async def release(session: AsyncSession, *, generation_id: uuid.UUID, user_id: uuid.UUID) -> tuple[Outcome, int]:
+    """Refund the pending hold of a generation the gateway reserved but could not queue (see
+    ``void``; its refund says ``failed``); the outcome and the credits given back. A no-op
+    once the hold is resolved; another user's hold is not found."""
+    hold = await repo.get_hold(session, generation_id)
+    if hold is None:
+        return Outcome.NO_HOLD, 0
+    if hold.user_id != user_id:
+        raise NotFound("no such hold")
+    outcome = await void(session, generation_id=generation_id, reason="failed")
+    return outcome, hold.amount if outcome == Outcome.VOIDED else 0

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Literal
 
 from faststream.nats import NatsRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genimage_common.subjects import rpc
 
@@ -20,6 +20,7 @@ router = NatsRouter()
 QUEUE = "billing"
 # Requests handled at once per replica (each holds a database connection while it runs).
 WORKERS = 16
+MAX_ENTRY_ID = 2**63 - 1
 
 
 class Request(BaseModel):
@@ -41,7 +42,17 @@ class UserRequest(Request):
 class LedgerRequest(Request):
     user_id: uuid.UUID
     limit: int = Field(20, ge=1, le=100)
-    cursor: str | None = Field(None, max_length=200)
+    # The id of the last entry of the previous page: ASCII digits within a BIGINT. Checked
+    # here, where a bad value becomes a validation reply; past this point a value such as "²"
+    # ("²".isdigit() is true, int("²") raises) would crash the handler, which never replies.
+    cursor: str | None = Field(None, min_length=1, max_length=19, pattern=r"^[0-9]+$")
+
+    @field_validator("cursor")
+    @classmethod
+    def _within_bigint(cls, value: str | None) -> str | None:
+        if value is not None and int(value) > MAX_ENTRY_ID:
+            raise ValueError("not a cursor of this list")
+        return value
 
 
 class GrantRequest(Request):
@@ -53,6 +64,11 @@ class GrantRequest(Request):
 
 class PlansRequest(Request):
     pass
+
+
+class ReleaseRequest(Request):
+    generation_id: uuid.UUID
+    user_id: uuid.UUID
 
 
 def _balance(bal: ledger.Balance) -> dict[str, int]:
@@ -80,6 +96,17 @@ async def reserve(req: ReserveRequest, deps: BillingDeps) -> dict:
         },
         "balance": _balance(bal),
     }
+
+
+@router.subscriber(rpc("billing", "release"), queue=QUEUE, max_workers=WORKERS)
+async def release(req: ReleaseRequest, deps: BillingDeps) -> dict:
+    """The gateway reserved credits but could not queue the generation: refund the hold now
+    rather than when it expires. Idempotent; nothing happens to a hold already resolved."""
+    async with transaction(deps) as session:
+        outcome, amount = await ledger.release(session, generation_id=req.generation_id, user_id=req.user_id)
+        bal = await ledger.balance(session, user_id=req.user_id)
+    released = outcome == ledger.Outcome.VOIDED
+    return {"released": released, "outcome": outcome.value, "amount": amount, "balance": _balance(bal)}
 
 
 @router.subscriber(rpc("billing", "balance"), queue=QUEUE, max_workers=WORKERS)

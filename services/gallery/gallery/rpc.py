@@ -8,20 +8,25 @@ as ``{"error": {...}}`` by the broker's error policy.
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from faststream.nats import NatsRouter
 from pydantic import AwareDatetime, BaseModel, Field
 
 from genimage_common.subjects import rpc
 
-from . import boards, commands, queries
+from . import boards, commands, cursors, queries
 from .deps import GalleryDeps
 
 router = NatsRouter()
 QUEUE = "gallery"
 
 Kind = Literal["image", "video"]
+
+
+# What ``cursors`` hands out (unpadded base64url); anything else is refused with the request,
+# before a query runs. ``cursors.decode`` still checks what it decodes.
+Cursor = Annotated[str | None, Field(min_length=1, max_length=cursors.MAX_LENGTH, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
 
 
 class Owned(BaseModel):
@@ -38,7 +43,7 @@ class ImageRef(Owned):
 
 class Page(Owned):
     limit: int = Field(20, ge=1, le=100)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: Cursor = None
 
 
 class ImageFilter(Page):
@@ -91,7 +96,7 @@ class BoardImage(BoardRef):
 
 class FeedPage(BaseModel):
     limit: int = Field(20, ge=1, le=100)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: Cursor = None
     kind: Kind | None = None
 
 

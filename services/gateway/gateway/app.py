@@ -144,12 +144,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             relay=relay,
             pricing=Pricing(),
             catalog=load_catalog(Path(settings.models_file)),
-            limiter=await RateLimiter.open(js, settings.ratelimit_bucket),
-            inflight=await InflightSlots.open(js, settings.inflight_bucket, ttl_s=settings.inflight_ttl_s),
+            limiter=await RateLimiter.open(js, settings.ratelimit_bucket, replicas=settings.stream_replicas),
+            inflight=await InflightSlots.open(
+                js, settings.inflight_bucket, ttl_s=settings.inflight_ttl_s, replicas=settings.stream_replicas
+            ),
             uploads=UploadService(
                 store,
                 max_bytes=settings.upload_max_bytes,
                 max_pixels=settings.upload_max_pixels,
+                max_decoded_bytes=min(settings.upload_max_decoded_bytes, settings.upload_memory_budget_bytes),
+                memory_budget_bytes=settings.upload_memory_budget_bytes,
+                memory_wait_s=settings.upload_memory_wait_s,
                 concurrency=settings.upload_concurrency,
             ),
             oidc=OidcVerifier(settings, http) if settings.oidc_issuer else None,

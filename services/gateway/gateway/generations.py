@@ -4,15 +4,19 @@ publish ``generation.requested``), read with read-your-writes grace, wait, cance
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
+
 from genimage_common.catalog import DEFAULT_MODEL
-from genimage_common.errors import Conflict, NotFound, ValidationFailed
-from genimage_common.events import GenerationCancelRequested, GenerationRequested, make_event, utcnow
+from genimage_common.errors import Conflict, DomainError, NotFound, ServiceUnavailable, ValidationFailed
+from genimage_common.events import Event, GenerationCancelRequested, GenerationRequested, make_event, utcnow
 from genimage_common.ids import derived_id, generation_id_for, transition_event_id
 from genimage_common.messaging import publish_event, rpc_call
 from genimage_common.streams import GENERATION
@@ -28,6 +32,15 @@ from .views import TERMINAL_STATUSES
 
 SOURCE = "genimage/gateway"
 POLL_S = 0.05
+PUBLISH_RETRY_S = 0.1
+
+log = logging.getLogger(__name__)
+
+NOT_QUEUED = Counter(
+    "genimage_generations_not_queued_total",
+    "Generations reserved but not published; their hold released, or kept until it expires",
+    ["outcome"],
+)
 
 
 def _seed(body: GenerationCreate, generation_id: uuid.UUID, idempotency_key: str | None) -> int:
@@ -55,6 +68,65 @@ async def _check_webhook(services: Services, url: str) -> None:
         )
     except ssrf.TargetRefused as exc:
         raise ValidationFailed(str(exc), errors=[{"loc": ["body", "webhook"], "msg": str(exc)}]) from exc
+
+
+async def _publish_requested(services: Services, event: Event[Any]) -> None:
+    """Publish ``generation.requested``, retried until the publish deadline: a retry is safe
+    (JetStream deduplicates it by ``Nats-Msg-Id``), and a NATS blip (a leader election, a
+    reconnect) should not cost the user a refused request."""
+    deadline = time.monotonic() + services.settings.publish_deadline_s
+    delay = PUBLISH_RETRY_S
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, PUBLISH_RETRY_S)):
+                await publish_event(services.broker, event, stream=GENERATION)
+            return
+        except Exception as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= delay:
+                raise
+            log.warning(
+                "publishing generation.requested failed; retrying",
+                extra={"generation_id": str(event.subject), "error": repr(exc)[:300]},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def _abandon(
+    services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID, cause: Exception
+) -> DomainError:
+    """Void the hold of a generation that was not queued (``rpc.billing.release``); the error to
+    answer with says what happened to the credits."""
+    log.error(
+        "generation not queued; releasing its hold",
+        extra={"generation_id": str(generation_id), "user_id": str(user_id), "error": repr(cause)[:300]},
+    )
+    try:
+        reply = await rpc_call(
+            services.broker,
+            rpc("billing", "release"),
+            {"generation_id": str(generation_id), "user_id": str(user_id)},
+            timeout=services.settings.rpc_timeout_s,
+        )
+    except Exception:
+        log.exception(
+            "releasing the hold failed; it is refunded when it expires", extra={"generation_id": str(generation_id)}
+        )
+        NOT_QUEUED.labels("hold_kept").inc()
+        return ServiceUnavailable(
+            "the generation could not be queued; the credits reserved for it are refunded when the hold expires",
+            generation_id=str(generation_id),
+            retry_after=5,
+        )
+    NOT_QUEUED.labels("released").inc()
+    return ServiceUnavailable(
+        "the generation could not be queued; no credits were taken",
+        generation_id=str(generation_id),
+        credits_refunded=int(reply.get("amount") or 0),
+        retry_after=5,
+    )
 
 
 async def create(
@@ -99,9 +171,18 @@ async def create(
         {"generation_id": str(generation_id), "user_id": str(user_id), "amount": cost, "units": units},
         timeout=services.settings.rpc_timeout_s,
     )
-    # Taken before publishing: the terminal event, which gives it back, cannot come first.
-    await services.inflight.add(slot_user, slot)
+    if reply["hold"]["status"] == "voided":
+        # A retry (same Idempotency-Key, hence same generation id) of a request whose credits
+        # were given back: its hold can never hold again, and billing charges nothing for a
+        # voided hold, so queueing it would run it for free.
+        raise Conflict(
+            "a request with this Idempotency-Key was not queued and its credits were refunded; "
+            "send it again with a new Idempotency-Key",
+            generation_id=str(generation_id),
+        )
     try:
+        # Taken before publishing: the terminal event, which gives it back, cannot come first.
+        await services.inflight.add(slot_user, slot)
         requested_at = utcnow()
         data = GenerationRequested(
             user_id=user_id,
@@ -126,9 +207,17 @@ async def create(
         event = make_event(
             data, source=SOURCE, subject=generation_id, event_id=transition_event_id(generation_id, "requested")
         )
-        await publish_event(services.broker, event, stream=GENERATION)
+        await _publish_requested(services, event)
+    except Exception as exc:
+        # Nothing was queued: give the slot and the credits back now, not when the hold expires.
+        with suppress(Exception):
+            await services.inflight.release(slot_user, slot)
+        raise await _abandon(services, user_id=user_id, generation_id=generation_id, cause=exc) from exc
     except BaseException:
-        await services.inflight.release(slot_user, slot)
+        # Cancelled mid-publish: whether it went out is unknown, so the hold is left to the
+        # worker's outcome or to its expiry.
+        with suppress(Exception):
+            await services.inflight.release(slot_user, slot)
         raise
     return {
         "id": str(generation_id),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -41,16 +42,33 @@ RETRY_MS = 2000
 QUEUE_SIZE = 256
 
 
+# Stream sequences are unsigned 64-bit in NATS; cursors stay within a signed BIGINT so every
+# store and client can hold them. ASCII digits only: ``str.isdigit()`` accepts "²" (and Arabic-Indic digits),
+# which ``int()`` then refuses.
+_SEQ = r"(?:0|[1-9][0-9]{0,18})"
+MAX_SEQ = 2**63 - 1
+
+
 def parse_cursor(value: str | None, parts: int) -> list[int] | None:
+    """The stream positions in a ``Last-Event-ID`` (None when absent or empty, which the SSE
+    specification uses for "no id"); anything else that is not ``parts`` ASCII numbers joined
+    by ``-`` is a ``ValidationFailed``."""
     if value is None or value == "":
         return None
-    pieces = value.strip().split("-")
-    if len(pieces) != parts or not all(p.isdigit() and len(p) <= 19 for p in pieces):
-        raise ValidationFailed(
-            "Last-Event-ID is not an id of this feed",
-            errors=[{"loc": ["header", "Last-Event-ID"], "msg": "not an id of this feed"}],
-        )
-    return [int(p) for p in pieces]
+    pieces = value.split("-")
+    if len(pieces) != parts or not all(re.fullmatch(_SEQ, p) for p in pieces):
+        raise _not_an_id()
+    seqs = [int(p) for p in pieces]
+    if any(s > MAX_SEQ for s in seqs):
+        raise _not_an_id()
+    return seqs
+
+
+def _not_an_id() -> ValidationFailed:
+    return ValidationFailed(
+        "Last-Event-ID is not an id of this feed",
+        errors=[{"loc": ["header", "Last-Event-ID"], "msg": "not an id of this feed"}],
+    )
 
 
 def format_cursor(seqs: list[int]) -> str:

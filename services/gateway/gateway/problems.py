@@ -66,6 +66,9 @@ def error_headers(exc: DomainError) -> dict[str, str] | None:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(exc.retry_after)}
+    retry_after = exc.fields.get("retry_after")
+    if exc.status == 503 and isinstance(retry_after, int) and retry_after > 0:
+        return {"Retry-After": str(retry_after)}
     return None
 
 

@@ -17,13 +17,16 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
+
+from genimage_common.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +64,33 @@ def gcra(tat_ms: int | None, now_ms: int, policy: Policy) -> tuple[Decision, int
     return Decision(policy, True, remaining, math.ceil(horizon / 1000), 0), round(new_tat)
 
 
-async def _kv(js: JetStreamContext, bucket: str, ttl_s: float) -> KeyValue:
+async def _kv(js: JetStreamContext, bucket: str, *, ttl_s: float, replicas: int) -> KeyValue:
+    """The bucket, created with ``replicas`` (the streams' ``STREAM_REPLICAS``): state that
+    decides whether a request is admitted must survive the loss of a NATS node like the events
+    do. An existing bucket with another replica count is brought to it (JetStream moves the
+    data; an R1 bucket of an earlier release becomes R3 in place)."""
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE))
-    except BadRequestError:
-        return await js.key_value(bucket)
+        config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas)
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError:  # another replica created it in between
+            kv = await js.key_value(bucket)
+    stream = f"KV_{bucket}"
+    current = (await js.stream_info(stream)).config
+    if current.num_replicas != replicas:
+        await js.update_stream(replace(current, num_replicas=replicas))
+        log.info("kv bucket replicas changed", extra={"bucket": bucket, "replicas": replicas})
+    return kv
+
+
+def unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("generation limits are unavailable (NATS KV); retry shortly", retry_after=5)
+
+
+# What a KV operation raises when NATS, the bucket or its stream leader cannot be reached.
+KV_DOWN = (nats.errors.Error, TimeoutError, OSError)
 
 
 class RateLimiter:
@@ -77,9 +98,9 @@ class RateLimiter:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str) -> RateLimiter:
+    async def open(cls, js: JetStreamContext, bucket: str, *, replicas: int = 1) -> RateLimiter:
         # Keys outlive the longest window (1 day) and then vanish with the bucket's max age.
-        return cls(await _kv(js, bucket, ttl_s=2 * 86400))
+        return cls(await _kv(js, bucket, ttl_s=2 * 86400, replicas=replicas))
 
     async def hit(self, policy: Policy, principal: str, *, now_ms: int | None = None) -> Decision:
         # The parameters are part of the key: replicas mid-rollout with other limits keep
@@ -125,14 +146,16 @@ class InflightSlots:
         self._ttl = ttl_s
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str, *, ttl_s: float) -> InflightSlots:
-        return cls(await _kv(js, bucket, ttl_s=2 * 86400), ttl_s=ttl_s)
+    async def open(cls, js: JetStreamContext, bucket: str, *, ttl_s: float, replicas: int = 1) -> InflightSlots:
+        return cls(await _kv(js, bucket, ttl_s=2 * 86400, replicas=replicas), ttl_s=ttl_s)
 
     async def _read(self, user_id: str) -> tuple[dict[str, float], int | None]:
         try:
             entry = await self._kv.get(f"u.{user_id}")
         except KeyNotFoundError:
             return {}, None
+        except KV_DOWN as exc:
+            raise unavailable() from exc
         now = time.time()
         slots = {gid: exp for gid, exp in json.loads(entry.value or b"{}").items() if exp > now}
         return slots, entry.revision
@@ -153,6 +176,8 @@ class InflightSlots:
             except KeyWrongLastSequenceError:
                 # Concurrent writers of the same user: back off a little, with jitter.
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+            except KV_DOWN as exc:
+                raise unavailable() from exc
         return False
 
     async def count(self, user_id: str) -> int:

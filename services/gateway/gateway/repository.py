@@ -286,7 +286,9 @@ async def insert_webhook_delivery(
 
 async def lease_due_deliveries(session: AsyncSession, *, limit: int, lease_s: float) -> list[Row[Any]]:
     """Due deliveries, locked against other replicas and pushed ``lease_s`` into the future
-    so that nobody else picks them while this replica sends them."""
+    so that nobody else picks them while this replica sends them. The attempt is counted
+    here, as it starts: a replica that dies mid-delivery has still used it up, so a delivery
+    that kills its sender cannot be retried forever."""
     due = (
         select(webhook_deliveries.c.id)
         .where(webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= func.now())
@@ -297,7 +299,11 @@ async def lease_due_deliveries(session: AsyncSession, *, limit: int, lease_s: fl
     result = await session.execute(
         update(webhook_deliveries)
         .where(webhook_deliveries.c.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=func.now() + text(f"interval '{float(lease_s)} seconds'"))
+        .values(
+            attempts=webhook_deliveries.c.attempts + 1,
+            last_attempt_at=func.now(),
+            next_attempt_at=func.now() + text(f"interval '{float(lease_s)} seconds'"),
+        )
         .returning(webhook_deliveries)
     )
     return list(result.all())
@@ -311,11 +317,12 @@ async def record_delivery_attempt(
     status_code: int | None,
     error: str | None,
     retry_in_s: float | None,
+    attempts: int | None = None,
 ) -> None:
+    """The outcome of the attempt counted by ``lease_due_deliveries`` (``attempts``: to
+    correct that count)."""
     values: dict[str, Any] = {
         "status": status,
-        "attempts": webhook_deliveries.c.attempts + 1,
-        "last_attempt_at": func.now(),
         "last_status_code": status_code,
         "last_error": error[:500] if error else None,
     }
@@ -323,6 +330,8 @@ async def record_delivery_attempt(
         values["delivered_at"] = func.now()
     if retry_in_s is not None:
         values["next_attempt_at"] = func.now() + text(f"interval '{float(retry_in_s)} seconds'")
+    if attempts is not None:
+        values["attempts"] = attempts
     await session.execute(update(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id).values(**values))
 
 

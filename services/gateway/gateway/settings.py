@@ -42,6 +42,9 @@ class GatewaySettings(CommonSettings):
     refresh_token_ttl_s: int = Field(30 * 24 * 3600, ge=3600)
     presign_ttl_s: int = Field(300, ge=10, le=3600)
     rpc_timeout_s: float = 5.0
+    # How long `generation.requested` is retried (deduplicated, so safe) before the request is
+    # given up and its credits released.
+    publish_deadline_s: float = Field(5.0, gt=0, le=60)
     models_file: str = shared(str(DEFAULT_MODELS_FILE), "GENIMAGE_MODELS")
     # Bootstrap: signing up with this email makes an admin (empty: nobody).
     admin_email: str = ""
@@ -105,6 +108,15 @@ class GatewaySettings(CommonSettings):
     # --- uploads -------------------------------------------------------------------------------
     upload_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     upload_max_pixels: int = Field(40_000_000, ge=1)
+    # Memory one upload may need while decoded, converted and re-encoded, from its header
+    # (width x height x bytes per pixel of each step: about 9.5 bytes a pixel for PNG and
+    # baseline JPEG, 15 for progressive JPEG, 25 for WebP): 256 MiB takes a 24-megapixel
+    # JPEG photo and refuses a 40-megapixel PNG.
+    upload_max_decoded_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    # What all uploads of this process may need at once; an upload waits for its share up to
+    # `upload_memory_wait_s`, then is refused with 503.
+    upload_memory_budget_bytes: int = Field(384 * 1024 * 1024, ge=1024 * 1024)
+    upload_memory_wait_s: float = Field(10, ge=0, le=300)
     upload_concurrency: int = Field(2, ge=1, le=16)
 
     # --- Stripe --------------------------------------------------------------------------------

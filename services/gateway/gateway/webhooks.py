@@ -2,7 +2,10 @@
 matching event, signed per Standard Webhooks and retried with exponential backoff.
 
 Deliveries are rows of ``identity.webhook_deliveries``; any replica sends those that are due
-(leased with ``FOR UPDATE SKIP LOCKED``), so a crash mid-send only delays a delivery.
+(leased with ``FOR UPDATE SKIP LOCKED``), so a crash mid-send only delays a delivery. Each
+replica keeps up to ``webhook_concurrency`` deliveries in flight, each on its own and each
+within a total deadline, so one slow receiver holds one slot for at most that long and never
+the deliveries of anybody else.
 """
 
 from __future__ import annotations
@@ -92,8 +95,11 @@ class WebhookSender:
         self._allowed = ssrf.parse_networks(settings.webhook_allowed_networks)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
         # No redirects (a 30x to an internal address is the oldest SSRF trick), no proxies
-        # from the environment, no connection reuse across hosts needed.
+        # from the environment, no connection reuse across hosts needed. These timeouts bound
+        # each connect and read; the deadline in `_deliver` bounds the whole attempt (a
+        # receiver trickling a byte at a time never trips a read timeout).
         self._http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False)
 
     def wake(self) -> None:
@@ -103,47 +109,72 @@ class WebhookSender:
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        tasks = [t for t in (self._task, *self._in_flight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # A delivery cut short here keeps its lease and its counted attempt: retried later.
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._http.aclose()
 
     async def _run(self) -> None:
         while True:
+            # Cleared before looking, so that a wake-up during the lease is not lost.
+            self._wake.clear()
             try:
-                sent = await self.send_due()
+                await self.send_due()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # PostgreSQL away: the rows stay due and are picked up next round.
                 log.exception("webhook round failed")
-                sent = 0
-            if sent == 0:
-                self._wake.clear()
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.webhook_poll_interval_s)
+            # Woken by a new delivery or by a slot coming free; else look again after a while.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.webhook_poll_interval_s)
 
     async def send_due(self) -> int:
-        """Send one batch of due deliveries; returns how many were attempted."""
+        """Start the due deliveries that fit in the free slots; returns how many started."""
+        free = self._settings.webhook_concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        # Longer than any attempt can last (the deadline), so a live sender never loses its lease.
         lease = self._settings.webhook_timeout_s + 30
         async with self._sessions.begin() as session:
-            rows = await repo.lease_due_deliveries(session, limit=self._settings.webhook_concurrency, lease_s=lease)
-        if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
+            rows = await repo.lease_due_deliveries(session, limit=free, lease_s=lease)
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row), name=f"webhook-{row.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
         return len(rows)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Recording the outcome failed (PostgreSQL away): the lease runs out and the
+            # delivery is tried again, its attempt already counted.
+            log.error("webhook delivery failed to complete", exc_info=task.exception())
+        self._wake.set()
 
     async def _deliver(self, row: Any) -> None:
         status_code: int | None = None
         error: str | None = None
         permanent = False
-        try:
-            status_code = await self._send(row)
-        except ssrf.TargetRefused as exc:
-            error, permanent = str(exc), True
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
-        attempts = row.attempts + 1
+        attempts = row.attempts  # this one included: counted when it was leased
+        deadline = self._settings.webhook_timeout_s
+        recount: int | None = None
+        if attempts > self._settings.webhook_max_attempts:
+            # The last attempt started and never ended (its replica died): it was the last.
+            error, permanent = "the last attempt did not finish", True
+            attempts = recount = self._settings.webhook_max_attempts
+        else:
+            try:
+                async with asyncio.timeout(deadline):
+                    status_code = await self._send(row)
+            except ssrf.TargetRefused as exc:
+                error, permanent = str(exc), True
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+            except TimeoutError:
+                error = f"no complete answer within the {deadline:g} s deadline"
         if status_code is not None and 200 <= status_code < 300:
             outcome, retry_in = "delivered", None
         elif permanent or attempts >= self._settings.webhook_max_attempts:
@@ -155,7 +186,13 @@ class WebhookSender:
         DELIVERIES.labels("retry" if outcome == "pending" else outcome).inc()
         async with self._sessions.begin() as session:
             await repo.record_delivery_attempt(
-                session, delivery_id=row.id, status=outcome, status_code=status_code, error=error, retry_in_s=retry_in
+                session,
+                delivery_id=row.id,
+                status=outcome,
+                status_code=status_code,
+                error=error,
+                retry_in_s=retry_in,
+                attempts=recount,
             )
         log.info(
             "webhook attempt",

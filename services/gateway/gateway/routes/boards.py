@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 
 from ..deps import CurrentUser, ServicesDep
 from ..gallery_schemas import BoardIn, BoardOut
 from ..schemas import Page
 from .images import gallery
+from .params import Cursor, Limit
 from .responses import errors
 
 router = APIRouter(prefix="/v1/boards", tags=["boards"])
@@ -30,8 +30,8 @@ async def create_board(body: BoardIn, user: CurrentUser, services: ServicesDep, 
 async def list_boards(
     user: CurrentUser,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> dict:
     """The user's boards, newest first."""
     return await gallery(services, "list_boards", {"user_id": str(user.id), "limit": limit, "cursor": cursor})

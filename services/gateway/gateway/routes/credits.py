@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from genimage_common.messaging import rpc_call
 from genimage_common.subjects import rpc
@@ -10,6 +8,7 @@ from genimage_common.subjects import rpc
 from ..deps import CurrentUser, ServicesDep
 from ..schemas import Credits, LedgerEntry, Page
 from .account import balance
+from .params import Cursor, Limit
 from .responses import errors
 
 router = APIRouter(prefix="/v1/credits", tags=["credits"])
@@ -25,8 +24,8 @@ async def get_credits(user: CurrentUser, services: ServicesDep) -> Credits:
 async def ledger(
     user: CurrentUser,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> dict:
     """Every movement of your credits, newest first."""
     return await rpc_call(

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from .. import views
@@ -11,6 +11,7 @@ from ..deps import ServicesDep
 from ..gallery_schemas import FeedImageOut
 from ..schemas import Page
 from .images import base_url, gallery
+from .params import Cursor, Limit
 from .responses import errors
 
 router = APIRouter(prefix="/v1/feed", tags=["feed"])
@@ -20,8 +21,8 @@ router = APIRouter(prefix="/v1/feed", tags=["feed"])
 async def feed(
     request: Request,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
     kind: Literal["image", "video"] | None = None,
 ) -> dict:
     """The public community feed: published images of all users, most recently published first.

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from genimage_common.errors import DomainError
@@ -15,6 +15,7 @@ from ..deps import CurrentUser, ServicesDep
 from ..live import TerminalWatch
 from ..problems import MEDIA_TYPE, problem_body
 from ..schemas import GenerationCreate, GenerationOut, Page, WebhookDeliveryOut
+from .params import Cursor, Limit
 from .responses import errors
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
@@ -146,8 +147,8 @@ async def list_generations(
     request: Request,
     user: CurrentUser,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> dict:
     """The user's generations, newest first."""
     page = await rpc_call(

@@ -14,6 +14,7 @@ from .. import views
 from ..deps import CurrentUser, ServicesDep
 from ..gallery_schemas import GalleryImageOut
 from ..schemas import Page
+from .params import Cursor, Limit
 from .responses import errors
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -32,8 +33,8 @@ async def list_images(
     request: Request,
     user: CurrentUser,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
     favorite: bool | None = None,
     published: bool | None = None,
     kind: Literal["image", "video"] | None = None,

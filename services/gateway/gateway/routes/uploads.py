@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile, status
@@ -23,10 +24,14 @@ async def create_upload(
     services: ServicesDep,
 ) -> UploadOut:
     """Upload an input image for `input_image_ids`. Its type is decided by its content, not
-    its name; it is decoded, checked against the size and pixel limits, and stored
-    re-encoded as PNG without any metadata. Only its owner can use it."""
-    data = await file.read(services.uploads.max_bytes + 1)
-    upload = await services.uploads.create(user_id=user.id, data=data)
+    its name; its header is checked against the size, pixel and decoded-memory limits before
+    it is decoded, and it is stored re-encoded as PNG without any metadata. Only its owner
+    can use it. `503` (with `Retry-After`) when too many large uploads are being processed."""
+    size = file.size
+    if size is None:  # not measured by the multipart parser: measure it
+        size = file.file.seek(0, io.SEEK_END)
+    # The spooled file itself, not its bytes: the decoder reads it from disk.
+    upload = await services.uploads.create(user_id=user.id, file=file.file, size=size)
     return UploadOut(
         id=upload.id, content_type="image/png", width=upload.width, height=upload.height, bytes=upload.bytes
     )
