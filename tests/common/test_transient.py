@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa
 from urllib3 import HTTPResponse
 
 from genimage_common.database import make_engine, ping
-from genimage_common.errors import Conflict, InsufficientCredits, NotFound, ServiceUnavailable
+from genimage_common.errors import Conflict, DomainError, InsufficientCredits, NotFound, ServiceUnavailable
 from genimage_common.messaging import make_broker, rpc_call, watch_dependencies
 from genimage_common.redelivery import Decision, Failure, RedeliveryPolicy, classify, is_transient
 from genimage_common.settings import CommonSettings
@@ -249,6 +249,8 @@ class Harness:
         async def rpc(item: Item) -> dict[str, str]:
             if item.id == "down":
                 raise ConnectionRefusedError(111, "Connect call failed")
+            if item.id == "bug":
+                raise ValueError("a bug in the handler")
             return {"id": item.id}
 
         self.rpc_subject = f"rpc.{tag}.echo"
@@ -347,4 +349,12 @@ async def test_requests_answer_service_unavailable_at_once_while_a_dependency_is
     started = asyncio.get_running_loop().time()
     with pytest.raises(ServiceUnavailable):
         await rpc_call(harness.broker, harness.rpc_subject, {"id": "down"}, timeout=5)
+    assert asyncio.get_running_loop().time() - started < 2  # an answer, not the caller's timeout
+
+
+async def test_a_request_handler_that_fails_answers_internal_error_at_once(harness: Harness) -> None:
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(DomainError) as raised:
+        await rpc_call(harness.broker, harness.rpc_subject, {"id": "bug"}, timeout=5)
+    assert raised.value.code == "internal_error"
     assert asyncio.get_running_loop().time() - started < 2  # an answer, not the caller's timeout

@@ -160,8 +160,8 @@ class ErrorPolicyMiddleware(BaseMiddleware):
     """What a failure means, for every subscriber of a service.
 
     - Request/reply: a domain or validation error becomes the ``{"error": {...}}`` reply, a
-      dependency that is away a ``service_unavailable`` one (at once, not after the caller's
-      timeout).
+      dependency that is away a ``service_unavailable`` one and a bug an ``internal_error`` one
+      (at once, not after the caller's timeout).
     - JetStream (see ``redelivery.py``): a message that can never be decoded is dead-lettered at
       once; a transient failure (a dependency away) is redelivered with capped exponential
       backoff for as long as it lasts, up to the long ceiling; a failure of the message's own
@@ -240,10 +240,13 @@ class ErrorPolicyMiddleware(BaseMiddleware):
             details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
             return ValidationFailed("invalid request", errors=details[:10]).to_reply()
         except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("request failed: dependency unavailable", extra={"error": repr(exc)[:500]})
-            return ServiceUnavailable("a dependency of this service is unavailable, try again").to_reply()
+            if is_transient(exc):
+                log.warning("request failed: dependency unavailable", extra={"error": repr(exc)[:500]})
+                return ServiceUnavailable("a dependency of this service is unavailable, try again").to_reply()
+            # A bug: answer now with the generic error rather than leave the caller to its timeout
+            # (which it would report as the service being unavailable).
+            log.exception("request handler failed", extra={"subject": msg.raw_message.subject})
+            return DomainError().to_reply()
 
     async def _dead_letter(self, msg: StreamMessage[Any], exc: Exception, delivered: int, failure: Failure) -> None:
         broker = self.context.get("broker")
