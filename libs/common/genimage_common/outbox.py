@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .database import SessionMaker, utc_column
 from .events import Event
 from .messaging import JSON
+from .outage import Outage
+from .settings import CommonSettings
 from .telemetry import trace_headers
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,13 @@ async def enqueue(session: AsyncSession, table: Table, event: Event[Any], *, str
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows in order; ``wake()`` after a commit for low latency."""
+    """Publishes pending outbox rows in order; ``wake()`` after a commit for low latency.
+
+    While PostgreSQL or NATS is away the rows stay pending; the relay backs off (``outage``:
+    the shared ``TRANSIENT_RETRY_*`` pacing unless given) and logs the outage once per backoff
+    step, not a stack trace per poll. A ``wake()`` (a commit) still starts a round at once, so
+    that the relay resumes as soon as the database is back.
+    """
 
     def __init__(
         self,
@@ -71,6 +79,7 @@ class OutboxRelay:
         batch: int = 100,
         poll_interval_s: float = 0.5,
         registry: CollectorRegistry = REGISTRY,
+        outage: Outage | None = None,
     ) -> None:
         self._sessions = sessions
         self._table = table
@@ -80,6 +89,7 @@ class OutboxRelay:
         self._poll = poll_interval_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.outage = outage or Outage.from_settings("outbox relay", log, CommonSettings())
         self.backlog = Gauge(
             "genimage_outbox_backlog",
             "Outbox events written but not yet published",
@@ -104,18 +114,21 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
+            pause = self._poll
             try:
                 published = await self.relay_once()
+                self.outage.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # NATS or PostgreSQL away: the rows stay pending and are retried next round.
-                log.exception("outbox relay round failed")
+            except Exception as exc:
+                # NATS or PostgreSQL away: the rows stay pending and are retried after a pause
+                # that grows while it lasts; another failure is logged with its traceback.
+                pause = self.outage.failed(exc, interval=self._poll)
                 published = 0
             if published < self._batch:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                    await asyncio.wait_for(self._wake.wait(), timeout=pause)
                 except TimeoutError:
                     pass
 

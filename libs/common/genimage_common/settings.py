@@ -39,6 +39,13 @@ class CommonSettings(BaseSettings):
     s3_secret_key: str = shared("genimage-secret", "S3_SECRET_KEY")
     s3_region: str = shared("us-east-1", "S3_REGION")
     s3_bucket: str = shared("genimage-media", "S3_BUCKET")
+    # An S3 server that accepts a connection and never answers must not hold a job (or a
+    # request) for ever: connect and read timeouts (the read one bounds each wait for bytes,
+    # not a whole transfer), and retries of a call that failed on the network, a timeout or a
+    # 5xx. Worst case for one call: about (retries + 1) * (connect + read).
+    s3_connect_timeout_s: float = shared(5, "S3_CONNECT_TIMEOUT_S", gt=0)
+    s3_read_timeout_s: float = shared(30, "S3_READ_TIMEOUT_S", gt=0)
+    s3_max_retries: int = shared(2, "S3_MAX_RETRIES", ge=0, le=10)
 
     # JetStream stream limits: keep everything by default.
     stream_max_bytes: int = shared(-1, "STREAM_MAX_BYTES")

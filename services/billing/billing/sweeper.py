@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from genimage_common.redelivery import is_transient
+from genimage_common.outage import Outage
 
 from . import ledger, metrics
 from .deps import Deps
@@ -27,20 +27,22 @@ async def observe_pending(deps: Deps) -> None:
 
 
 async def sweep_forever(deps: Deps) -> None:
+    interval = deps.settings.sweep_interval_s
+    # The database away: one line per backoff step, not one per round.
+    outage = Outage.from_settings("expiry sweep", log, deps.settings)
     while True:
+        pause = interval
         try:
             expired = await sweep_once(deps)
             if expired:
                 log.info("holds expired", extra={"count": expired})
             await observe_pending(deps)
+            outage.succeeded()
             if expired >= deps.settings.sweep_batch:
                 continue  # more are due: no pause
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The database may be away; the next round retries the same holds.
-            if is_transient(exc):
-                log.warning("expiry sweep failed: database unavailable", extra={"error": repr(exc)[:300]})
-            else:
-                log.exception("expiry sweep failed")
-        await asyncio.sleep(deps.settings.sweep_interval_s)
+            # The next round retries the holds still due.
+            pause = outage.failed(exc, interval=interval)
+        await asyncio.sleep(pause)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from genimage_common.events import ImageDeleted, utcnow
 from genimage_common.ids import transition_event_id
+from genimage_common.outage import Outage
 
 from . import projection
 from .commands import emit
@@ -47,21 +48,28 @@ async def purge_expired(session: AsyncSession, *, now: datetime, retention: time
     return len(due)
 
 
-async def purge_forever(deps: Deps) -> None:
+async def purge_forever(deps: Deps, *, outage: Outage | None = None) -> None:
+    """Purge what is due, then every ``purge_interval_s``; while the database is away, back off
+    (``outage``: the shared ``TRANSIENT_RETRY_*`` pacing unless given) with one log line per
+    backoff step instead of a stack trace per round."""
     retention = timedelta(days=deps.settings.trash_retention_days)
+    interval = deps.settings.purge_interval_s
+    outage = outage or Outage.from_settings("trash purge", log, deps.settings)
     while True:
+        pause = interval
         try:
             async with deps.sessions.begin() as session:
                 purged = await purge_expired(
                     session, now=utcnow(), retention=retention, limit=deps.settings.purge_batch
                 )
+            outage.succeeded()
             if purged:
                 log.info("trash purged", extra={"count": purged})
                 deps.relay.wake()
                 continue
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # The database may be away; the next round purges the same images.
-            log.exception("trash purge failed")
-        await asyncio.sleep(deps.settings.purge_interval_s)
+        except Exception as exc:
+            # The next round purges the same images (nothing was committed).
+            pause = outage.failed(exc, interval=interval)
+        await asyncio.sleep(pause)
