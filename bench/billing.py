@@ -44,7 +44,6 @@ from billing import consumers, ledger  # noqa: E402
 from billing.deps import Deps  # noqa: E402
 from billing.models import outbox  # noqa: E402
 from billing.settings import BillingSettings  # noqa: E402
-from billing.transaction import transaction  # noqa: E402
 from genimage_common.database import make_engine, make_sessionmaker  # noqa: E402
 from genimage_common.events import GenerationCompleted, Output, Timings, make_event  # noqa: E402
 from genimage_common.ids import image_id_for, new_id, transition_event_id  # noqa: E402
@@ -140,7 +139,7 @@ async def raw(database_url: str, clients: int) -> dict[str, Any]:
 
 async def funded_users(deps: Deps, n: int) -> list[uuid.UUID]:
     users = [new_id() for _ in range(n)]
-    async with transaction(deps) as session:
+    async with deps.uow.transaction() as session:
         for user in users:
             await ledger.grant(session, user_id=user, amount=ledger.MAX_AMOUNT, reason="admin", reference=str(user))
     return users
@@ -151,7 +150,7 @@ async def in_process(deps: Deps, clients: int) -> dict[str, Any]:
 
     async def one(i: int) -> None:
         gid = new_id()
-        async with transaction(deps) as session:
+        async with deps.uow.transaction() as session:
             await ledger.reserve(session, user_id=users[i], generation_id=gid, amount=AMOUNT, ttl=TTL)
         outcome = await consumers.apply_completed(deps, completed(users[i], gid))
         assert outcome == ledger.Outcome.COMMITTED, outcome

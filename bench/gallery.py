@@ -3,7 +3,7 @@
 Seeds ``gallery.images`` with COPY, starts the gallery service, then measures p50/p99 of four
 requests — a first page, a deep cursor page, the favorites filter and a ``q`` search — over
 ``rpc.gallery.list_images`` (NATS request/reply to the service process), each beside the very
-same SQL (compiled from ``gallery.queries``) run directly with asyncpg in the same run. The
+same SQL (compiled from ``gallery.repository``) run directly with asyncpg in the same run. The
 ratio is the service's overhead: NATS round trip, validation, SQLAlchemy, JSON.
 
     .venv/bin/python bench/gallery.py [--levels 100000,1000000] [--samples 300]
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT), *(p for p in sys.path if p and Path(p).resolve() != ROOT / "bench")]
 
 from bench.harness import infrastructure, summary_ms, write_results  # noqa: E402
-from gallery import cursors, queries  # noqa: E402
+from gallery import cursors, repository  # noqa: E402
 from genimage_devstack.processes import free_port  # noqa: E402
 from genimage_devstack.stack import ServiceProcess  # noqa: E402
 
@@ -125,8 +125,8 @@ class Case:
 
     def statement(self, user: uuid.UUID, cursor: str | None) -> tuple[str, list[Any]]:
         return compiled(
-            queries.images_statement(
-                user_id=user, limit=LIMIT, cursor=cursor, filters=queries.ImageFilter(**self.filters)
+            repository.images_statement(
+                user_id=user, limit=LIMIT, cursor=cursor, filters=repository.ImageFilter(**self.filters)
             )
         )
 

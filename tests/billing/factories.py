@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from billing import ledger
 from genimage_common.database import SessionMaker
 from genimage_common.events import (
     Event,
+    EventData,
     GenerationCanceled,
     GenerationCompleted,
     GenerationFailed,
@@ -63,12 +65,7 @@ def completed(
         seed=1,
         timings=Timings(queue_ms=1, run_ms=1),
     )
-    return make_event(
-        data,
-        source="genimage/generation",
-        subject=generation_id,
-        event_id=event_id or transition_event_id(generation_id, "terminal"),
-    )
+    return _terminal(data, generation_id, event_id)
 
 
 def failed(
@@ -77,24 +74,14 @@ def failed(
     data = GenerationFailed(
         user_id=user_id, generation_id=generation_id, error={"code": "provider_error", "message": "boom"}
     )
-    return make_event(
-        data,
-        source="genimage/generation",
-        subject=generation_id,
-        event_id=event_id or transition_event_id(generation_id, "terminal"),
-    )
+    return _terminal(data, generation_id, event_id)
 
 
 def canceled(
     user_id: uuid.UUID, generation_id: uuid.UUID, *, event_id: uuid.UUID | None = None
 ) -> Event[GenerationCanceled]:
     data = GenerationCanceled(user_id=user_id, generation_id=generation_id)
-    return make_event(
-        data,
-        source="genimage/generation",
-        subject=generation_id,
-        event_id=event_id or transition_event_id(generation_id, "terminal"),
-    )
+    return _terminal(data, generation_id, event_id)
 
 
 async def publish(js, event: Event, *, stream: str, msg_id: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -105,4 +92,14 @@ async def publish(js, event: Event, *, stream: str, msg_id: str | None = None) -
         event.model_dump_json().encode(),
         stream=stream,
         headers={"Nats-Msg-Id": msg_id or str(event.id), "content-type": "application/json"},
+    )
+
+
+def _terminal(data: EventData, generation_id: uuid.UUID, event_id: uuid.UUID | None) -> Event[Any]:
+    """As the worker publishes an outcome: one event id per generation, unless given another."""
+    return make_event(
+        data,
+        source="genimage/generation",
+        subject=generation_id,
+        event_id=event_id or transition_event_id(generation_id, "terminal"),
     )

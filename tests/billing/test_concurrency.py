@@ -10,7 +10,6 @@ from sqlalchemy import text
 
 from billing import ledger
 from billing.deps import Deps
-from billing.transaction import transaction
 from genimage_common.database import SessionMaker
 from genimage_common.errors import InsufficientCredits
 from genimage_common.ids import new_id
@@ -25,7 +24,7 @@ async def test_200_concurrent_reserves_of_5_against_100_exactly_20_succeed(deps:
     async def one() -> str:
         await start.wait()
         try:
-            async with transaction(deps) as session:
+            async with deps.uow.transaction() as session:
                 await ledger.reserve(session, user_id=user, generation_id=new_id(), amount=5, ttl=timedelta(minutes=15))
         except InsufficientCredits:
             return "insufficient_credits"

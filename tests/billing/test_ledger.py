@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from billing import ledger
+from billing import ledger, statement
 from billing.ledger import Outcome
 from billing.models import outbox, transfers
 from genimage_common.database import SessionMaker
@@ -130,7 +130,7 @@ async def test_partial_commit_charges_what_was_delivered_and_releases_the_rest(s
         assert await ledger.commit(session, generation_id=hold.generation_id, delivered=3) == Outcome.COMMITTED
     assert await balance(sessions, user) == (15, 0)
     async with sessions() as session:
-        items, _ = await ledger.ledger_page(session, user_id=user, limit=10, cursor=None)
+        items, _ = await statement.ledger_page(session, user_id=user, limit=10, cursor=None)
         revenue = await session.scalar(text("SELECT sum(amount) FROM billing.entries WHERE account = 'revenue'"))
     assert [(i["type"], i["amount"], i["balance_after"]) for i in items] == [
         ("release", 5, 15),
@@ -243,13 +243,13 @@ async def test_the_statement_pages_newest_first_with_a_cursor(sessions: SessionM
     cursor = None
     async with sessions() as session:
         while True:
-            items, cursor = await ledger.ledger_page(session, user_id=user, limit=2, cursor=cursor)
+            items, cursor = await statement.ledger_page(session, user_id=user, limit=2, cursor=cursor)
             seen += [i["id"] for i in items]
             if cursor is None:
                 break
         with pytest.raises(ValidationFailed):
-            await ledger.ledger_page(session, user_id=user, limit=2, cursor="not-a-cursor")
-        other, _ = await ledger.ledger_page(session, user_id=new_id(), limit=10, cursor=None)
+            await statement.ledger_page(session, user_id=user, limit=2, cursor="not-a-cursor")
+        other, _ = await statement.ledger_page(session, user_id=new_id(), limit=10, cursor=None)
         ids = (await session.execute(select(transfers.c.id).where(transfers.c.user_id == user))).scalars().all()
     assert seen == [str(i) for i in sorted(ids, reverse=True)]
     assert len(seen) == 5 and other == []

@@ -25,7 +25,6 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from nats.js.api import DeliverPolicy
 from sqlalchemy import text
 
 from genimage_common.database import make_engine, make_sessionmaker
@@ -38,6 +37,7 @@ from genimage_devstack.stack import SERVICES, ServiceProcess, start_services
 from tests.api import TestUser, signup, wait_terminal
 from tests.billing import factories
 from tests.billing.conftest import run_sync
+from tests.billing.test_service import names, stream_events
 from tests.generation.fakes import KEYS, Fakes, catalog_toml
 from tests.helpers import eventually
 from tests.session_env import SESSION_ENV
@@ -150,23 +150,6 @@ def credits(api: httpx.Client, user: TestUser) -> dict:
     return api.get("/v1/credits", headers=user.auth).json()
 
 
-async def stream_events(nc: nats.NATS, stream: str, subject: str) -> list[dict]:
-    js = nc.jetstream()
-    info = await js.stream_info(stream, subjects_filter=subject)
-    total = sum((info.state.subjects or {}).values())
-    if not total:
-        return []
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        return [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(total)]
-    finally:
-        await sub.unsubscribe()
-
-
-def kinds(events: list[dict]) -> list[str]:
-    return [e["type"].split(".")[2] for e in events]
-
-
 async def rpc_balance(nc: nats.NATS, user_id: uuid.UUID) -> dict:
     reply = await nc.request("rpc.billing.balance", json.dumps({"user_id": str(user_id)}).encode(), timeout=10)
     return json.loads(reply.data)
@@ -245,7 +228,7 @@ async def test_a_30s_database_outage_loses_nothing_and_dead_letters_nothing(
 
     async def relayed() -> bool:
         billing_events = await stream_events(nc, BILLING, "billing.>")
-        return sum(k == "credits_committed" for k in kinds(billing_events)) >= 6
+        return sum(k == "credits_committed" for k in names(billing_events)) >= 6
 
     await until(relayed, "commit events relayed", timeout=30)
     billing_events = await stream_events(nc, BILLING, "billing.>")
@@ -322,7 +305,7 @@ async def test_a_hold_expiring_while_its_generation_is_queued_fails_it_and_refun
         await until(queue_empty, "queued job consumed")
         events = await stream_events(nc, GENERATION, f"generation.*.{user.id}")
         mine = [e for e in events if e["subject"] == queued]
-        assert kinds(mine) == ["requested", "failed"]
+        assert names(mine) == ["requested", "failed"]
         async with make_sessionmaker(engine)() as session:
             transfers = (
                 await session.execute(

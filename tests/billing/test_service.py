@@ -86,16 +86,22 @@ async def drained(nc: nats.NATS, durable: str) -> None:
     await until(done, f"{durable} drained")
 
 
-async def billing_events(nc: nats.NATS, user: uuid.UUID) -> list[dict]:
+async def stream_events(nc: nats.NATS, stream: str, subject: str) -> list[dict]:
+    """Every event of ``stream`` on ``subject``, in stream order."""
     js = nc.jetstream()
-    subject = f"billing.*.{user}"
-    info = await js.stream_info(BILLING, subjects_filter=subject)
+    info = await js.stream_info(stream, subjects_filter=subject)
     total = sum((info.state.subjects or {}).values())
-    sub = await js.subscribe(subject, stream=BILLING, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    if not total:
+        return []
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
     try:
         return [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(total)]
     finally:
         await sub.unsubscribe()
+
+
+async def billing_events(nc: nats.NATS, user: uuid.UUID) -> list[dict]:
+    return await stream_events(nc, BILLING, f"billing.*.{user}")
 
 
 def names(events: list[dict]) -> list[str]:

@@ -21,7 +21,7 @@ from genimage_common.database import make_engine, make_sessionmaker
 from genimage_common.errors import Conflict, InsufficientCredits
 from genimage_common.events import utcnow
 from genimage_common.ids import new_id
-from genimage_common.pricing import Pricing
+from genimage_common.pricing import Pricing, share
 from tests.billing import factories
 from tests.billing.invariants import violations
 
@@ -166,7 +166,7 @@ class LedgerMachine(RuleBasedStateMachine):
         outcome = self.run(consumers.apply_completed(self.deps, event))
         self.delivered.append(("completed", event))
         hold = self.holds.get(gid)
-        due = ledger.share(hold.amount, hold.units, delivered) if hold else 0
+        due = share(hold.amount, hold.units, delivered) if hold else 0
         if hold is None:
             assert outcome == ledger.Outcome.NO_HOLD
         elif hold.status == "pending":

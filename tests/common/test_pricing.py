@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from genimage_common.pricing import Pricing
+from genimage_common.pricing import Pricing, share
 
 
 def test_default_list_prices() -> None:
@@ -26,6 +26,14 @@ def test_delivered_cost_never_exceeds_the_reservation() -> None:
     assert p.delivered_cost("image", delivered=2, reserved=20) == 10
     assert p.delivered_cost("image", delivered=9, reserved=20) == 20
     assert p.delivered_cost("image", delivered=0, reserved=20) == 0
+
+
+def test_the_delivered_share_is_proportional_rounded_down_and_bounded() -> None:
+    assert share(20, 4, 2) == 10
+    assert share(20, 4, 9) == 20  # more than reserved: never more than the amount
+    assert share(20, 4, -1) == 0
+    assert share(10, 3, 1) == 3  # rounded down, in the user's favour
+    assert share(10, 3, 3) == 10
 
 
 def test_zero_outputs_is_not_a_price() -> None:

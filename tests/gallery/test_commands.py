@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gallery import boards, commands, purge, queries
+from gallery import boards, commands, purge, repository
 from genimage_common import events as ev
 from genimage_common.errors import Conflict, NotFound, ValidationFailed
 from genimage_common.ids import image_id_for, new_id
@@ -61,16 +61,16 @@ async def test_every_command_is_scoped_to_its_owner(model: Model) -> None:
         lambda s: boards.delete(s, user_id=stranger.user_id, board_id=board_id),
         lambda s: boards.set_membership(s, user_id=stranger.user_id, board_id=board_id, image_id=image, member=True),
         lambda s: boards.set_membership(s, user_id=stranger.user_id, board_id=their_board, image_id=image, member=True),
-        lambda s: queries.get_image(s, user_id=stranger.user_id, image_id=image),
-        lambda s: queries.get_board(s, user_id=stranger.user_id, board_id=board_id),
+        lambda s: repository.get_image(s, user_id=stranger.user_id, image_id=image),
+        lambda s: repository.get_board(s, user_id=stranger.user_id, board_id=board_id),
     ]
     for attempt in attempts:
         with pytest.raises(NotFound):
             async with model.sessions.begin() as s:
                 await attempt(s)
     async with model.sessions() as s:
-        untouched = await queries.get_image(s, user_id=a.user_id, image_id=image)
-        assert (await queries.get_board(s, user_id=a.user_id, board_id=board_id))["name"] == "mine"
+        untouched = await repository.get_image(s, user_id=a.user_id, image_id=image)
+        assert (await repository.get_board(s, user_id=a.user_id, board_id=board_id))["name"] == "mine"
     assert (untouched["favorite"], untouched["published"], untouched["trashed_at"]) == (False, False, None)
     assert [e.data.name for e in await model.outbox_events()] == ["gallery.board_created"] * 2
 
@@ -83,9 +83,11 @@ async def test_trash_restore_and_purge_after_the_retention_period(model: Model) 
         again = await commands.trash(s, user_id=a.user_id, image_id=image)
     assert trashed["trashed_at"] is not None and again["trashed_at"] == trashed["trashed_at"]
     async with model.sessions() as s:
-        listed = await queries.list_images(s, user_id=a.user_id, limit=10, cursor=None, filters=queries.ImageFilter())
-        in_trash = await queries.list_images(
-            s, user_id=a.user_id, limit=10, cursor=None, filters=queries.ImageFilter(trashed=True)
+        listed = await repository.list_images(
+            s, user_id=a.user_id, limit=10, cursor=None, filters=repository.ImageFilter()
+        )
+        in_trash = await repository.list_images(
+            s, user_id=a.user_id, limit=10, cursor=None, filters=repository.ImageFilter(trashed=True)
         )
     assert [i["id"] for i in listed["items"]] == [str(kept)]
     assert [i["id"] for i in in_trash["items"]] == [str(image)]
@@ -115,8 +117,8 @@ async def test_trash_restore_and_purge_after_the_retention_period(model: Model) 
     await model.apply(completed.model_copy(update={"id": uuid.uuid4()}))  # a redelivery brings nothing back
     async with model.sessions() as s:
         with pytest.raises(NotFound):
-            await queries.get_image(s, user_id=a.user_id, image_id=image)
-        assert (await queries.get_image(s, user_id=a.user_id, image_id=kept))["trashed_at"] is None
+            await repository.get_image(s, user_id=a.user_id, image_id=image)
+        assert (await repository.get_image(s, user_id=a.user_id, image_id=kept))["trashed_at"] is None
 
 
 async def test_boards(model: Model) -> None:
@@ -135,10 +137,10 @@ async def test_boards(model: Model) -> None:
         renamed = await boards.rename(s, user_id=a.user_id, board_id=one_id, name="Harbours")
     assert renamed == {**one, "name": "Harbours", "image_count": 2}
     async with model.sessions() as s:
-        image = await queries.get_image(s, user_id=a.user_id, image_id=first)
+        image = await repository.get_image(s, user_id=a.user_id, image_id=first)
         assert sorted(image["board_ids"]) == sorted([one["id"], two["id"]])
-        listed = await queries.list_boards(s, user_id=a.user_id, limit=1, cursor=None)
-        rest = await queries.list_boards(s, user_id=a.user_id, limit=1, cursor=listed["next_cursor"])
+        listed = await repository.list_boards(s, user_id=a.user_id, limit=1, cursor=None)
+        rest = await repository.list_boards(s, user_id=a.user_id, limit=1, cursor=listed["next_cursor"])
     assert [b["name"] for b in listed["items"] + rest["items"]] == ["Favourites", "Harbours"]
     assert rest["next_cursor"] is None
 
@@ -147,12 +149,12 @@ async def test_boards(model: Model) -> None:
         await boards.set_membership(s, user_id=a.user_id, board_id=one_id, image_id=second, member=False)
         await boards.delete(s, user_id=a.user_id, board_id=two_id)
     async with model.sessions() as s:
-        assert (await queries.get_board(s, user_id=a.user_id, board_id=one_id))["image_count"] == 1
-        assert (await queries.get_image(s, user_id=a.user_id, image_id=first))["board_ids"] == [one["id"]]
+        assert (await repository.get_board(s, user_id=a.user_id, board_id=one_id))["image_count"] == 1
+        assert (await repository.get_image(s, user_id=a.user_id, image_id=first))["board_ids"] == [one["id"]]
         with pytest.raises(NotFound):
-            await queries.get_board(s, user_id=a.user_id, board_id=two_id)
-        remaining = await queries.list_images(
-            s, user_id=a.user_id, limit=10, cursor=None, filters=queries.ImageFilter()
+            await repository.get_board(s, user_id=a.user_id, board_id=two_id)
+        remaining = await repository.list_images(
+            s, user_id=a.user_id, limit=10, cursor=None, filters=repository.ImageFilter()
         )
     assert {i["id"] for i in remaining["items"]} == {str(first), str(second)}  # a deleted board keeps its images
 

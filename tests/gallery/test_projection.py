@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gallery import queries
+from gallery import repository
 from genimage_common import events as ev
 from genimage_common.errors import NotFound
 from genimage_common.ids import image_id_for, new_id
@@ -97,27 +97,27 @@ async def test_the_history_in_order_gives_the_expected_model(model: Model) -> No
     a, (g1, g2, g3, g4, _), (i1, i2, v1, i5) = ids["a"], ids["g"], ids["i"]
     b1, b2, b3 = ids["boards"]
     async with model.sessions() as s:
-        gens = {g: await queries.get_generation(s, user_id=a, generation_id=g) for g in (g1, g2, g3, g4)}
+        gens = {g: await repository.get_generation(s, user_id=a, generation_id=g) for g in (g1, g2, g3, g4)}
         assert [gens[g]["status"] for g in (g1, g2, g3, g4)] == ["succeeded", "failed", "canceled", "succeeded"]
         assert gens[g1]["progress"] == 1.0 and gens[g1]["cost"] == 10 and len(gens[g1]["outputs"]) == 1  # i2 trashed
         assert gens[g2]["provider"] == "local" and gens[g2]["error"]["code"] == "provider_error"
         assert gens[g2]["progress"] == 0.5 and gens[g2]["cost"] == 0 and gens[g2]["refunded"] == 5
-        i1_row = await queries.get_image(s, user_id=a, image_id=i1)
+        i1_row = await repository.get_image(s, user_id=a, image_id=i1)
         assert i1_row["favorite"] and i1_row["published"] and i1_row["prompt"] == "a red fox in the snow"
         assert sorted(i1_row["board_ids"]) == sorted([str(b1), str(b2)])
-        i2_row = await queries.get_image(s, user_id=a, image_id=i2)
+        i2_row = await repository.get_image(s, user_id=a, image_id=i2)
         assert not i2_row["favorite"] and i2_row["trashed_at"] is not None
         with pytest.raises(NotFound):
-            await queries.get_image(s, user_id=a, image_id=v1)  # purged
-        boards = await queries.list_boards(s, user_id=a, limit=10, cursor=None)
+            await repository.get_image(s, user_id=a, image_id=v1)  # purged
+        boards = await repository.list_boards(s, user_id=a, limit=10, cursor=None)
         assert [(x["name"], x["image_count"]) for x in boards["items"]] == [("Misc", 1), ("Best foxes", 1)]
         with pytest.raises(NotFound):
-            await queries.get_board(s, user_id=a, board_id=b3)
-        i5_row = await queries.get_image(s, user_id=ids["b"], image_id=i5)
+            await repository.get_board(s, user_id=a, board_id=b3)
+        i5_row = await repository.get_image(s, user_id=ids["b"], image_id=i5)
         assert i5_row["trashed_at"] is not None  # its owner was deleted
-        feed = await queries.feed(s, limit=10, cursor=None)
+        feed = await repository.feed(s, limit=10, cursor=None)
         assert [x["id"] for x in feed["items"]] == [str(i1)]
-        stats = await queries.stats(s, user_id=a)
+        stats = await repository.stats(s, user_id=a)
         assert stats["generations"] == {
             "queued": 0,
             "running": 0,
@@ -154,7 +154,7 @@ async def test_a_late_event_never_moves_a_generation_back(model: Model) -> None:
     requested, started, progress, completed = a.requested(gid), a.started(gid), a.progress(gid, 0.4), a.completed(gid)
     await model.apply(requested, completed, progress, started)
     async with model.sessions() as s:
-        got = await queries.get_generation(s, user_id=a.user_id, generation_id=gid)
+        got = await repository.get_generation(s, user_id=a.user_id, generation_id=gid)
     assert (got["status"], got["progress"], got["provider"]) == ("succeeded", 1.0, "local")
     assert datetime.fromisoformat(got["started_at"]) == started.time
     assert datetime.fromisoformat(got["finished_at"]) == completed.time
@@ -167,14 +167,16 @@ async def test_outputs_seen_before_their_request_show_up_and_learn_the_prompt_la
     await model.apply(completed)
     async with model.sessions() as s:
         with pytest.raises(NotFound):  # the generation is shown once its request is seen
-            await queries.get_generation(s, user_id=a.user_id, generation_id=gid)
-        page = await queries.list_images(s, user_id=a.user_id, limit=5, cursor=None, filters=queries.ImageFilter())
+            await repository.get_generation(s, user_id=a.user_id, generation_id=gid)
+        page = await repository.list_images(
+            s, user_id=a.user_id, limit=5, cursor=None, filters=repository.ImageFilter()
+        )
     assert [(i["id"], i["prompt"]) for i in page["items"]] == [(str(image_id_for(gid, 0)), None)]
     await model.apply(requested)
     async with model.sessions() as s:
-        q = queries.ImageFilter(q="owl")
-        page = await queries.list_images(s, user_id=a.user_id, limit=5, cursor=None, filters=q)
-        got = await queries.get_generation(s, user_id=a.user_id, generation_id=gid)
+        q = repository.ImageFilter(q="owl")
+        page = await repository.list_images(s, user_id=a.user_id, limit=5, cursor=None, filters=q)
+        got = await repository.get_generation(s, user_id=a.user_id, generation_id=gid)
     assert [i["prompt"] for i in page["items"]] == ["an owl at night"]
     assert got["status"] == "succeeded"
     assert datetime.fromisoformat(got["created_at"]) == requested.data.requested_at
@@ -186,13 +188,15 @@ async def test_a_flag_set_before_the_image_is_seen_waits_in_an_invisible_stub(mo
     image_id = image_id_for(gid, 0)
     await model.apply(a.image(ev.ImageFavorited, image_id))
     async with model.sessions() as s:
-        page = await queries.list_images(s, user_id=a.user_id, limit=5, cursor=None, filters=queries.ImageFilter())
+        page = await repository.list_images(
+            s, user_id=a.user_id, limit=5, cursor=None, filters=repository.ImageFilter()
+        )
         assert page["items"] == []
         with pytest.raises(NotFound):
-            await queries.get_image(s, user_id=a.user_id, image_id=image_id)
+            await repository.get_image(s, user_id=a.user_id, image_id=image_id)
     await model.apply(a.completed(gid))
     async with model.sessions() as s:
-        assert (await queries.get_image(s, user_id=a.user_id, image_id=image_id))["favorite"] is True
+        assert (await repository.get_image(s, user_id=a.user_id, image_id=image_id))["favorite"] is True
 
 
 async def test_a_purged_image_never_comes_back(model: Model) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gallery import queries
+from gallery import repository
 from genimage_common import events as ev
 from genimage_common.errors import NotFound
 from genimage_common.ids import new_id, transition_event_id
@@ -35,7 +35,7 @@ async def listed(model: Model, user_id: uuid.UUID) -> list[dict[str, Any]]:
     cursor = None
     while True:
         async with model.sessions() as s:
-            page = await queries.list_generations(s, user_id=user_id, limit=2, cursor=cursor)
+            page = await repository.list_generations(s, user_id=user_id, limit=2, cursor=cursor)
         items += page["items"]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -70,15 +70,15 @@ async def test_generations_known_only_from_billing_are_neither_listed_nor_counte
 
     items = await listed(model, a.user_id)
     async with model.sessions() as s:
-        stats = await queries.stats(s, user_id=a.user_id)
+        stats = await repository.stats(s, user_id=a.user_id)
         for ghost in (released, expired_unsent):
             with pytest.raises(NotFound):
-                await queries.get_generation(s, user_id=a.user_id, generation_id=ghost)
+                await repository.get_generation(s, user_id=a.user_id, generation_id=ghost)
 
     assert {i["id"] for i in items} == {str(g) for g in (done, failed, queued, canceled, expired_late)}
     by_status = Counter(i["status"] for i in items)
     assert stats["generations"] == {
-        **{status: by_status.get(status, 0) for status in queries.STATUSES},
+        **{status: by_status.get(status, 0) for status in repository.STATUSES},
         "total": len(items),
     }
     assert stats["generations"] == {

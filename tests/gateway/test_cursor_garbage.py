@@ -214,7 +214,7 @@ def test_gallery_cursor_parser(value: str) -> None:
 def test_billing_ledger_cursor_parser(value: str) -> None:
     from pydantic import ValidationError
 
-    from billing.rpc import LedgerRequest
+    from genimage_common.contracts.billing import LedgerRequest
 
     try:
         req = LedgerRequest(user_id=uuid.uuid4(), cursor=value)

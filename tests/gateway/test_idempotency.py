@@ -11,6 +11,7 @@ import httpx
 from gateway import idempotency
 from gateway.settings import GatewaySettings
 from genimage_common.database import make_engine, make_sessionmaker
+from genimage_common.unit_of_work import UnitOfWork
 from tests.api import TestUser, wait_terminal
 from tests.gateway.flows import SMALL, assert_problem
 from tests.helpers import eventually
@@ -60,10 +61,13 @@ def test_key_in_flight_is_409(api: httpx.Client, user: TestUser, stack_env: dict
         settings = GatewaySettings(database_url=stack_env["DATABASE_URL"])
         engine = make_engine(settings.database_url, pool_size=1)
         try:
-            services = _Services(settings, make_sessionmaker(engine))
-            assert (
-                await idempotency.begin(services, user_id=uuid.UUID(user.id), key=key, fingerprint=fingerprint) is None
-            )
+            async with UnitOfWork(make_sessionmaker(engine)).transaction() as session:
+                assert (
+                    await idempotency.claim(
+                        session, settings, user_id=uuid.UUID(user.id), key=key, fingerprint=fingerprint
+                    )
+                    is None
+                )
         finally:
             await engine.dispose()
 
@@ -105,12 +109,6 @@ def test_insufficient_credits_is_stored_but_validation_is_not(api: httpx.Client,
 
 
 def _validated(body: dict) -> dict:
-    from gateway.schemas import GenerationCreate
+    from gateway.schemas.generations import GenerationCreate
 
     return GenerationCreate.model_validate(body).model_dump(mode="json")
-
-
-class _Services:
-    def __init__(self, settings: GatewaySettings, sessions) -> None:  # type: ignore[no-untyped-def]
-        self.settings = settings
-        self.sessions = sessions

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from gateway import generations
-from gateway.schemas import GenerationCreate
+from gateway.schemas.generations import GenerationCreate
 from genimage_common.catalog import ModelSpec
 from genimage_common.errors import ValidationFailed
 
@@ -23,14 +23,14 @@ async def test_an_image_only_model_refuses_videos() -> None:
     services = SimpleNamespace(catalog=CATALOG)
     body = GenerationCreate(kind="video", prompt="waves", model="dall-e-3")
     with pytest.raises(ValidationFailed, match="does not make videos"):
-        await generations.create(services, user_id=uuid.uuid4(), body=body, idempotency_key=None)  # type: ignore[arg-type]
+        await generations.create(services, None, user_id=uuid.uuid4(), body=body, idempotency_key=None)  # type: ignore[arg-type]
 
 
 async def test_unknown_models_are_refused() -> None:
     services = SimpleNamespace(catalog=CATALOG)
     body = GenerationCreate(prompt="x", model="no-such-model")
     with pytest.raises(ValidationFailed, match="unknown model"):
-        await generations.create(services, user_id=uuid.uuid4(), body=body, idempotency_key=None)  # type: ignore[arg-type]
+        await generations.create(services, None, user_id=uuid.uuid4(), body=body, idempotency_key=None)  # type: ignore[arg-type]
 
 
 def test_local_makes_both_kinds_and_remote_models_images() -> None:

@@ -99,3 +99,21 @@ def test_every_operation_is_documented(api: httpx.Client) -> None:
                 assert media.get("example") or media.get("examples"), where
     assert components["Problem"]["examples"]
     assert document["components"]["headers"]["Retry-After"]
+
+
+def test_the_asyncapi_document_shows_what_the_gateway_consumes_and_sends(api: httpx.Client) -> None:
+    r = api.get("/docs/asyncapi.json")
+    assert r.status_code == 200, r.text
+    document = r.json()
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    consumed = ["generation.started", "generation.progress", "generation.completed", "generation.failed"]
+    assert {f"{name}.*" for name in [*consumed, "generation.canceled"]} <= addresses
+    assert {"generation.requested.{user_id}", "rpc.billing.reserve", "rpc.gallery.get_generation"} <= addresses
+    schemas = document["components"]["schemas"]
+    # Real payload schemas: the event models and the contract's request models.
+    assert "outputs" in schemas["GenerationCompleted"]["properties"]
+    assert {"generation_id", "user_id", "amount"} <= set(schemas["ReserveRequest"]["properties"])
+    page = api.get("/docs/asyncapi")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "TryItPlugin" not in page.text  # a public page publishes nothing to the broker
+    assert "/docs/asyncapi" not in api.get("/openapi.json").json()["paths"]

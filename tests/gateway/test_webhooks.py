@@ -6,14 +6,18 @@ import asyncio
 import ipaddress
 import itertools
 import json
+import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway import ssrf
 from gateway.settings import GatewaySettings
 from gateway.webhooks import retry_delay
+from genimage_common.database import make_engine
+from genimage_common.ids import generation_id_for
 from tests.api import TestUser, signup, wait_terminal
 from tests.gateway.flows import assert_problem, generate
 from tests.gateway.servers import Receiver
@@ -150,3 +154,40 @@ def test_refusal_after_dns_resolution_and_allow_list() -> None:
     assert asyncio.run(check("http://8.8.8.8/x", loopback, public=False)).startswith("refused")
     assert asyncio.run(check("http://8.8.8.8/x", [])) == "8.8.8.8"  # resolving only: nothing is sent
     assert asyncio.run(check("http://no-such-host.invalid/x", [])).startswith("refused")
+
+
+def _subscribed(stack_env: dict[str, str], generation_id: uuid.UUID) -> bool:
+    async def query() -> bool:
+        engine = make_engine(stack_env["DATABASE_URL"], pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                found = await conn.scalar(
+                    text("SELECT count(*) FROM identity.webhook_subscriptions WHERE generation_id = :id"),
+                    {"id": generation_id},
+                )
+        finally:
+            await engine.dispose()
+        return bool(found)
+
+    return asyncio.run(query())
+
+
+def test_a_generation_refused_its_credits_leaves_no_webhook_behind(
+    api: httpx.Client, user: TestUser, receiver: Receiver, stack_env: dict[str, str]
+) -> None:
+    """The webhook is recorded in the request's unit of work, which a refused reserve rolls
+    back: no subscription outlives a generation that never existed."""
+    spent = generate(api, user, prompt="all my credits", n=4, webhook=receiver.answer("/spent"))
+    key = f"broke-{uuid.uuid4()}"
+    r = api.post(
+        "/v1/generations",
+        headers={**user.auth, "Idempotency-Key": key},
+        json={"prompt": "one too many", "width": 64, "height": 64, "webhook": receiver.answer("/broke")},
+    )
+    assert_problem(r, 402, "insufficient_credits")
+    refused = generation_id_for(uuid.UUID(user.id), key)
+    assert not _subscribed(stack_env, refused)
+    # The accepted one has its subscription (so the query above can see one when it is there).
+    assert _subscribed(stack_env, uuid.UUID(spent["id"]))
+    wait_terminal(api, user, spent["id"])
+    assert receiver.at("/broke") == []

@@ -64,11 +64,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_log_context() -> dict[str, Any]:
-    """The fields ``log_context`` blocks attach right now (for handing work to another task)."""
-    return dict(_context.get() or {})
-
-
 class _ContextFilter(logging.Filter):
     def __init__(self, service: str) -> None:
         super().__init__()

@@ -10,45 +10,28 @@ from typing import Any, ClassVar, NoReturn
 from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage, NackMessage, RejectMessage
 from faststream.message import StreamMessage
-from faststream.nats import NatsBroker, PubAck
+from faststream.nats import JStream, NatsBroker, PubAck, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus.provider import (
     BatchNatsMetricsSettingsProvider,
     NatsMetricsSettingsProvider,
 )
 from faststream.prometheus import PrometheusMiddleware
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import ValidationError
 
-from .errors import DomainError, ServiceUnavailable, ValidationFailed, error_from_reply
+from .contracts.rpc import invalid_request
+from .delivery import handle_failure
+from .errors import DomainError, ServiceUnavailable, error_from_reply
 from .events import Event
-from .redelivery import (
-    BACKOFF,
-    MAX_DELIVER,
-    Failure,
-    Probe,
-    RedeliveryPolicy,
-    TransientCounts,
-    classify,
-    is_transient,
-)
+from .redelivery import BACKOFF, MAX_DELIVER, Probe, RedeliveryPolicy, TransientCounts, is_transient
 from .settings import CommonSettings
-from .streams import DLQ
-from .subjects import dead_letter
 from .telemetry import trace_headers
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BACKOFF", "MAX_DELIVER", "ErrorPolicyMiddleware", "make_broker", "publish_event", "rpc_call"]
 
-DEAD_LETTERS = Counter("genimage_dead_letters_total", "Messages moved to the DLQ stream", ["stream", "consumer"])
-REDELIVERIES = Counter(
-    "genimage_redeliveries_total",
-    "Failed deliveries handed back for another try, by kind of failure (transient: a dependency was away)",
-    ["stream", "consumer", "failure"],
-)
 # Context key of the dependency probes a service registers (``watch_dependencies``).
 PROBES = "genimage_dependency_probes"
 
@@ -112,6 +95,17 @@ def make_broker(
         # Through the root logger, so FastStream's lines are JSON like ours.
         logger=logging.getLogger("genimage.faststream"),
     )
+
+
+def durable(stream: str, name: str, *, batch: int = 16, **options: Any) -> dict[str, Any]:
+    """The subscriber options of a durable pull consumer ``name`` on ``stream`` (which
+    ``streams.ensure_streams`` declares): ``router.subscriber(subject, **durable(...))``."""
+    return {
+        "stream": JStream(stream, declare=False),
+        "durable": name,
+        "pull_sub": PullSub(batch_size=batch, timeout=1.0),
+        **options,
+    }
 
 
 JSON = {"content-type": "application/json"}
@@ -192,35 +186,23 @@ class ErrorPolicyMiddleware(BaseMiddleware):
         raw = msg.raw_message
         meta = raw.metadata
         key = (meta.stream, meta.consumer, meta.sequence.stream)
-        delivered = meta.num_delivered
-        failure = await classify(exc, self._probes())
-        before = self.transient.get(key)
-        decision = self.policy.decide(failure, delivered=delivered, transient_before=before)
-        if failure is Failure.TRANSIENT:
+
+        async def count_transient() -> None:
             self.transient.add(key)
-        if decision.dead_letter:
-            try:
-                await self._dead_letter(msg, exc, delivered, failure)
-            except Exception as dlq_exc:
-                # The DLQ is on NATS too: keep the message rather than terminate it unrecorded.
-                log.warning("dead-lettering failed, will retry", extra={"error": repr(dlq_exc)})
-                raise NackMessage(delay=self.policy.transient_delay(before + 1)) from exc
-            self.transient.forget(key)
+
+        verdict = await handle_failure(
+            self.context.get("broker").connection.jetstream(),
+            raw,
+            exc,
+            policy=self.policy,
+            probes=self._probes(),
+            transient_before=self.transient.get(key),
+            on_transient=count_transient,
+            on_dead_lettered=lambda: self.transient.forget(key),
+        )
+        if verdict.terminate:
             raise RejectMessage() from exc
-        REDELIVERIES.labels(stream=meta.stream, consumer=meta.consumer, failure=failure.value).inc()
-        extra = {
-            "subject": raw.subject,
-            "delivered": delivered,
-            "failure": failure.value,
-            "delay_s": decision.delay_s,
-            "error": repr(exc)[:500],
-        }
-        if failure is Failure.TRANSIENT:
-            # Expected while a dependency is away: one line, no stack trace per message.
-            log.warning("dependency unavailable, message will be redelivered", extra=extra)
-        else:
-            log.warning("message handling failed, will be redelivered", extra=extra, exc_info=exc)
-        raise NackMessage(delay=decision.delay_s) from exc
+        raise NackMessage(delay=verdict.delay_s) from exc
 
     def _probes(self) -> dict[str, Probe]:
         broker = self.context.get("broker")
@@ -237,8 +219,7 @@ class ErrorPolicyMiddleware(BaseMiddleware):
         except DomainError as exc:
             return exc.to_reply()
         except ValidationError as exc:
-            details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
-            return ValidationFailed("invalid request", errors=details[:10]).to_reply()
+            return invalid_request(exc).to_reply()
         except Exception as exc:
             if is_transient(exc):
                 log.warning("request failed: dependency unavailable", extra={"error": repr(exc)[:500]})
@@ -247,45 +228,3 @@ class ErrorPolicyMiddleware(BaseMiddleware):
             # (which it would report as the service being unavailable).
             log.exception("request handler failed", extra={"subject": msg.raw_message.subject})
             return DomainError().to_reply()
-
-    async def _dead_letter(self, msg: StreamMessage[Any], exc: Exception, delivered: int, failure: Failure) -> None:
-        broker = self.context.get("broker")
-        await dead_letter_message(
-            broker.connection.jetstream(), msg.raw_message, exc, delivered=delivered, failure=failure.value
-        )
-
-
-async def dead_letter_message(
-    js: JetStreamContext, msg: Msg, exc: BaseException, *, delivered: int, failure: str = "content"
-) -> None:
-    """Copy a JetStream message to ``dlq.<stream>.<consumer>`` with why and how often it failed.
-
-    The caller then terminates the original. Deduplicated per stream sequence, so a crash
-    between the copy and the termination does not dead-letter it twice.
-    """
-    meta = msg.metadata
-    stream, consumer = meta.stream, meta.consumer
-    headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
-    headers.update(
-        {
-            "Genimage-Dlq-Subject": msg.subject,
-            "Genimage-Dlq-Stream-Seq": str(meta.sequence.stream),
-            "Genimage-Dlq-Deliveries": str(delivered),
-            # poison (undecodable), content (failed on its own), transient (ceiling reached).
-            "Genimage-Dlq-Failure": failure,
-            "Genimage-Dlq-Error": repr(exc)[:500],
-            "Nats-Msg-Id": f"dlq:{stream}:{consumer}:{meta.sequence.stream}",
-        }
-    )
-    await js.publish(dead_letter(stream, consumer), msg.data, headers=headers, stream=DLQ)
-    DEAD_LETTERS.labels(stream=stream, consumer=consumer).inc()
-    log.error(
-        "message dead-lettered",
-        extra={
-            "subject": msg.subject,
-            "stream": stream,
-            "consumer": consumer,
-            "failure": failure,
-            "error": repr(exc)[:300],
-        },
-    )

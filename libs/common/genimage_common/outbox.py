@@ -26,6 +26,7 @@ from .messaging import JSON
 from .outage import Outage
 from .settings import CommonSettings
 from .telemetry import trace_headers
+from .unit_of_work import note_outbox_write
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 async def enqueue(session: AsyncSession, table: Table, event: Event[Any], *, stream: str) -> None:
-    """Add ``event`` to the outbox inside the caller's transaction (idempotent by event id)."""
+    """Add ``event`` to the outbox inside the caller's transaction (idempotent by event id); the
+    unit of work wakes the relay once that transaction commits."""
     await session.execute(
         insert(table)
         .values(
@@ -58,6 +60,7 @@ async def enqueue(session: AsyncSession, table: Table, event: Event[Any], *, str
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
+    note_outbox_write(session)
 
 
 class OutboxRelay:

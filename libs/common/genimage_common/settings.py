@@ -72,10 +72,6 @@ class CommonSettings(BaseSettings):
                 raise ValueError(f"development default still set in production for: {', '.join(weak)}")
         return self
 
-    @property
-    def sync_database_url(self) -> str:
-        return self.database_url
-
 
 def s3_dev_secrets() -> dict[str, str]:
     return {"s3_secret_key": "genimage-secret"}

@@ -20,9 +20,19 @@ def any_user(name: str) -> str:
     return f"{name}.*"
 
 
+def user_domain(domain: str, user_id: UUID | str) -> str:
+    """Filter matching every event of one domain (``generation``...) of one user."""
+    return f"{domain}.*.{user_id}"
+
+
 def user_events(user_id: UUID | str) -> list[str]:
     """Every event subject of one user, across domains (SSE feeds)."""
-    return [f"{domain}.*.{user_id}" for domain in ("generation", "billing", "gallery")]
+    return [user_domain(domain, user_id) for domain in ("generation", "billing", "gallery")]
+
+
+def event_name(subject: str) -> str:
+    """The event name (``<domain>.<event>``) of an event subject."""
+    return ".".join(subject.split(".")[:2])
 
 
 def rpc(service: str, verb: str) -> str:

@@ -45,11 +45,6 @@ def _otel_enabled() -> bool:
     return any(os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
-def tracing_enabled() -> bool:
-    """Whether spans are exported (the standard ``OTEL_*`` variables ask for it)."""
-    return _otel_enabled()
-
-
 def _span_exporter():  # type: ignore[no-untyped-def]
     protocol = os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")

@@ -9,11 +9,15 @@ from typing import Any
 
 import uvicorn
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsRouter
 from faststream.specification import AsyncAPI
 from prometheus_client import REGISTRY, make_asgi_app
 
+from .logging import configure_logging
+from .messaging import make_broker
+from .redelivery import RedeliveryPolicy
 from .settings import CommonSettings
+from .telemetry import build_info, configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,21 @@ async def readiness(broker: NatsBroker, checks: dict[str, Check]) -> dict[str, s
     return failed
 
 
+def worker_broker(
+    service: str, settings: CommonSettings, *routers: NatsRouter, policy: RedeliveryPolicy | None = None
+) -> NatsBroker:
+    """What every worker process sets up first: JSON logs, tracing, the build-info metric, and
+    its broker (not connected) with the shared error policy — ``policy``, else the shared
+    ``TRANSIENT_RETRY_*`` settings — and its routers."""
+    configure_logging(service, settings.log_level)
+    configure_tracing(service)
+    build_info(service)
+    broker = make_broker(settings.nats_url, service=service, policy=policy or RedeliveryPolicy.from_settings(settings))
+    for router in routers:
+        broker.include_router(router)
+    return broker
+
+
 def build_worker_app(
     broker: NatsBroker,
     *,
@@ -46,7 +65,12 @@ def build_worker_app(
     on_startup: Sequence[Callable[..., Any]] = (),
     after_startup: Sequence[Callable[..., Any]] = (),
     on_shutdown: Sequence[Callable[..., Any]] = (),
+    documented: Sequence[NatsBroker] = (),
 ) -> AsgiFastStream:
+    """``documented``: brokers that are never connected, holding declarations of what the
+    service consumes by other means (a hand-written pull loop), so that its AsyncAPI
+    document shows them too."""
+
     @get
     async def healthz(scope: Any) -> AsgiResponse:
         return AsgiResponse(b'{"status":"ok"}', status_code=200, headers={"content-type": "application/json"})
@@ -68,7 +92,7 @@ def build_worker_app(
         asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(REGISTRY))],
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger("genimage.faststream"),
-        specification=AsyncAPI(title=title, version="1.0.0"),
+        specification=AsyncAPI(*documented, title=title, version="1.0.0"),
         lifespan=lifespan,
         on_startup=on_startup,
         after_startup=after_startup,

@@ -9,14 +9,11 @@ from contextlib import asynccontextmanager, suppress
 from faststream.asgi import AsgiFastStream
 
 from genimage_common.database import make_engine, make_sessionmaker, ping
-from genimage_common.logging import configure_logging
-from genimage_common.messaging import make_broker, watch_dependencies
+from genimage_common.messaging import watch_dependencies
 from genimage_common.outbox import OutboxRelay
 from genimage_common.pricing import Pricing
-from genimage_common.redelivery import RedeliveryPolicy
 from genimage_common.streams import ensure_streams
-from genimage_common.telemetry import build_info, configure_tracing
-from genimage_common.worker import build_worker_app
+from genimage_common.worker import build_worker_app, worker_broker
 
 from . import consumers, rpc
 from .deps import Deps
@@ -29,12 +26,7 @@ SERVICE = "billing"
 
 def create_app(settings: BillingSettings | None = None) -> AsgiFastStream:
     settings = settings or BillingSettings()
-    configure_logging(SERVICE, settings.log_level)
-    configure_tracing(SERVICE)
-    build_info(SERVICE)
-    broker = make_broker(settings.nats_url, service=SERVICE, policy=RedeliveryPolicy.from_settings(settings))
-    broker.include_router(consumers.router)
-    broker.include_router(rpc.router)
+    broker = worker_broker(SERVICE, settings, consumers.router, rpc.router)
     # RPC workers, consumers, relay and sweeper each hold a connection while they work.
     engine = make_engine(settings.database_url, pool_size=rpc.WORKERS + 4)
     # A failure no rule classifies is transient while the database does not answer.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
-from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats import NatsRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from genimage_common.database import claim_event
@@ -16,25 +17,21 @@ from genimage_common.events import (
     GenerationFailed,
     UserRegistered,
 )
+from genimage_common.messaging import durable
 from genimage_common.streams import GENERATION, IDENTITY
 from genimage_common.subjects import any_user
 
 from . import ledger
 from .deps import BillingDeps, Deps
 from .models import processed_events
-from .transaction import transaction
 
 log = logging.getLogger(__name__)
 
 router = NatsRouter()
 
 
-def _durable(stream: str, name: str) -> dict:
-    return {
-        "stream": JStream(stream, declare=False),
-        "durable": f"billing-{name}",
-        "pull_sub": PullSub(batch_size=16, timeout=1.0),
-    }
+def _durable(stream: str, name: str) -> dict[str, Any]:
+    return durable(stream, f"billing-{name}")
 
 
 async def _claim(session: AsyncSession, event: Event, consumer: str) -> bool:
@@ -54,7 +51,7 @@ def _report(outcome: ledger.Outcome, event: Event, generation_id: uuid.UUID) -> 
 
 
 async def apply_user_registered(deps: Deps, event: Event[UserRegistered]) -> None:
-    async with transaction(deps) as session:
+    async with deps.uow.transaction() as session:
         if not await _claim(session, event, "user-registered"):
             return
         await ledger.open_account(session, user_id=event.data.user_id, signup_grant=deps.pricing.signup_grant)
@@ -62,7 +59,7 @@ async def apply_user_registered(deps: Deps, event: Event[UserRegistered]) -> Non
 
 async def apply_completed(deps: Deps, event: Event[GenerationCompleted]) -> ledger.Outcome | None:
     """Commit the delivered share; None when this event id was applied before."""
-    async with transaction(deps) as session:
+    async with deps.uow.transaction() as session:
         if not await _claim(session, event, "generation-completed"):
             return None
         outcome = await ledger.commit(
@@ -76,7 +73,7 @@ async def apply_voiding(
     deps: Deps, event: Event[GenerationFailed] | Event[GenerationCanceled], *, reason: ledger.VoidReason
 ) -> ledger.Outcome | None:
     """Refund the hold of a failed or canceled generation; None when this event id was applied before."""
-    async with transaction(deps) as session:
+    async with deps.uow.transaction() as session:
         if not await _claim(session, event, f"generation-{reason}"):
             return None
         outcome = await ledger.void(session, generation_id=event.data.generation_id, reason=reason)

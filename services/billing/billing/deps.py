@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from faststream import Context
@@ -10,6 +10,7 @@ from faststream import Context
 from genimage_common.database import SessionMaker
 from genimage_common.outbox import OutboxRelay
 from genimage_common.pricing import Pricing
+from genimage_common.unit_of_work import UnitOfWork
 
 from .settings import BillingSettings
 
@@ -20,6 +21,11 @@ class Deps:
     pricing: Pricing
     sessions: SessionMaker
     relay: OutboxRelay | None = None
+    # Every entry point's transaction: commits, then counts the credits moved and wakes the relay.
+    uow: UnitOfWork = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uow = UnitOfWork(self.sessions, relay=self.relay)
 
 
 BillingDeps = Annotated[Deps, Context("deps")]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from genimage_common.contracts.billing import MAX_AMOUNT
 from genimage_common.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from genimage_common.events import (
     AccountOpened,
@@ -34,6 +35,7 @@ from genimage_common.events import (
 )
 from genimage_common.ids import transition_event_id
 from genimage_common.outbox import enqueue
+from genimage_common.pricing import share
 from genimage_common.streams import BILLING
 
 from . import metrics
@@ -45,9 +47,6 @@ log = logging.getLogger(__name__)
 SOURCE = "genimage/billing"
 GrantReason = Literal["signup", "purchase", "admin", "promo"]
 VoidReason = Literal["failed", "canceled"]
-
-# Far above any real price or pack, far below what a BIGINT sum of many of them could overflow.
-MAX_AMOUNT = 1_000_000_000
 
 
 class LedgerInvariantError(RuntimeError):
@@ -83,11 +82,6 @@ class Hold:
     expires_at: datetime
 
 
-def share(amount: int, units: int, delivered: int) -> int:
-    """What ``delivered`` of ``units`` outputs cost, never more than the amount held."""
-    return min(amount, amount * max(delivered, 0) // units)
-
-
 async def _emit(session: AsyncSession, data: EventData, *, key: uuid.UUID, transition: str) -> None:
     event = make_event(data, source=SOURCE, subject=key, event_id=transition_event_id(key, transition))
     await enqueue(session, outbox, event, stream=BILLING)
@@ -112,32 +106,6 @@ async def _post(session: AsyncSession, **kw: Any) -> Row[Any]:
 async def balance(session: AsyncSession, *, user_id: uuid.UUID) -> Balance:
     row = await repo.get_account(session, user_id)
     return Balance(row.available, row.held) if row else Balance(0, 0)
-
-
-async def ledger_page(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The user's statement, newest first: one line per transfer, ``amount`` the signed change of
-    the available balance and ``balance_after`` the available balance after it."""
-    before: int | None = None
-    if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 19:
-            raise ValidationFailed("invalid cursor", errors=[{"loc": ["cursor"], "msg": "not a cursor of this list"}])
-        before = int(cursor)
-    rows = await repo.list_transfers(session, user_id, limit=limit + 1, before_id=before)
-    items = [
-        {
-            "id": str(r.id),
-            "type": r.kind,
-            "amount": r.available_delta,
-            "balance_after": r.available_after,
-            "generation_id": str(r.generation_id) if r.generation_id else None,
-            "created_at": r.created_at.isoformat().replace("+00:00", "Z"),
-        }
-        for r in rows[:limit]
-    ]
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return items, next_cursor
 
 
 # --- accounts and grants ------------------------------------------------------------------

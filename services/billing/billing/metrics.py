@@ -1,14 +1,16 @@
 """Business metrics of the ledger (names agreed in the cross-service interfaces).
 
 Credits are counted when the transaction that moved them commits, never for a rollback: the
-ledger notes each movement on the session (``count``) and the unit of work reports them after
-its commit (``observe_committed``).
+ledger notes each movement on the session (``count``), which the unit of work reports after
+its commit.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from genimage_common.unit_of_work import on_commit
 
 OPERATIONS = ("grant", "reserve", "commit", "release", "refund", "expire", "uncollected")
 
@@ -22,17 +24,6 @@ HOLDS_PENDING = Gauge("genimage_holds_pending", "Holds reserved and not yet comm
 for _operation in OPERATIONS:
     CREDITS.labels(operation=_operation)
 
-_KEY = "billing.credits"
-
 
 def count(session: AsyncSession, operation: str, amount: int) -> None:
-    session.info.setdefault(_KEY, []).append((operation, amount))
-
-
-def observe_committed(session: AsyncSession) -> None:
-    for operation, amount in session.info.pop(_KEY, []):
-        CREDITS.labels(operation=operation).inc(amount)
-
-
-def discard(session: AsyncSession) -> None:
-    session.info.pop(_KEY, None)
+    on_commit(session, CREDITS.labels(operation=operation).inc, amount)

@@ -3,24 +3,9 @@ gateway's Stripe webhook turns into one ``purchase`` grant per Stripe event."""
 
 from __future__ import annotations
 
-from typing import Any
+from genimage_common.contracts.billing import Plan
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class Plan(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
-    name: str = Field(min_length=1, max_length=80)
-    credits: int = Field(gt=0, le=10_000_000)
-    price_cents: int = Field(ge=0, le=100_000_000)
-    currency: str = Field("usd", pattern=r"^[a-z]{3}$")
-    # The Stripe Price of this pack (``price_...``), when it is sold through Stripe Checkout.
-    stripe_price_id: str | None = Field(None, min_length=1, max_length=255)
-
-    def public(self) -> dict[str, Any]:
-        return self.model_dump()
+__all__ = ["Plan", "check_unique", "default_plans"]
 
 
 def default_plans() -> list[Plan]:

@@ -182,6 +182,8 @@ _SETTLE_HOLD = (
     .where(holds.c.generation_id == bindparam("gid"), holds.c.status == "pending")
     .values(
         status="committed",
+        # pricing.share, in the statement that settles the hold (one round trip, under its row
+        # lock); tests/billing/test_state_machine holds the two to the same result.
         committed=func.least(
             holds.c.amount, holds.c.amount * bindparam("delivered", type_=BigInteger) // holds.c.units
         ),

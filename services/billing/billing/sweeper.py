@@ -10,19 +10,18 @@ from genimage_common.outage import Outage
 
 from . import ledger, metrics
 from .deps import Deps
-from .transaction import transaction
 
 log = logging.getLogger(__name__)
 
 
 async def sweep_once(deps: Deps) -> int:
     """Expire one batch of due holds; returns how many this sweeper expired."""
-    async with transaction(deps) as session:
+    async with deps.uow.transaction() as session:
         return await ledger.expire_due(session, limit=deps.settings.sweep_batch)
 
 
 async def observe_pending(deps: Deps) -> None:
-    async with deps.sessions() as session:
+    async with deps.uow.read() as session:
         metrics.HOLDS_PENDING.set(await ledger.pending_holds(session))
 
 

@@ -13,7 +13,7 @@ from genimage_common.errors import Conflict, ValidationFailed
 from genimage_common.events import BoardCreated, BoardDeleted, BoardImageAdded, BoardImageRemoved, BoardRenamed
 from genimage_common.ids import new_id
 
-from . import projection, queries
+from . import projection, repository
 from .commands import emit
 from .models import board_images, boards
 
@@ -35,22 +35,22 @@ async def create(session: AsyncSession, *, user_id: uuid.UUID, name: str, max_bo
         raise Conflict(f"a user has at most {max_boards} boards", limit=max_boards)
     board_id = new_id()
     await emit(session, BoardCreated(user_id=user_id, board_id=board_id, board_name=name), subject=board_id)
-    return await queries.get_board(session, user_id=user_id, board_id=board_id)
+    return await repository.get_board(session, user_id=user_id, board_id=board_id)
 
 
 async def rename(session: AsyncSession, *, user_id: uuid.UUID, board_id: uuid.UUID, name: str) -> dict[str, Any]:
     await projection.writer_lock(session)
     name = clean_name(name)
-    row = await queries.get_board_row(session, user_id=user_id, board_id=board_id, for_update=True)
+    row = await repository.get_board_row(session, user_id=user_id, board_id=board_id, for_update=True)
     if row.name != name:
         data = BoardRenamed(user_id=user_id, board_id=board_id, board_name=name)
         await emit(session, data, subject=board_id, after=row.name_ts)
-    return await queries.get_board(session, user_id=user_id, board_id=board_id)
+    return await repository.get_board(session, user_id=user_id, board_id=board_id)
 
 
 async def delete(session: AsyncSession, *, user_id: uuid.UUID, board_id: uuid.UUID) -> None:
     await projection.writer_lock(session)
-    await queries.get_board_row(session, user_id=user_id, board_id=board_id, for_update=True)
+    await repository.get_board_row(session, user_id=user_id, board_id=board_id, for_update=True)
     await emit(session, BoardDeleted(user_id=user_id, board_id=board_id), subject=board_id)
 
 
@@ -70,9 +70,9 @@ async def set_membership(
     """Add an image to a board or remove it; both idempotent. The board's row lock orders
     concurrent changes of its membership."""
     await projection.writer_lock(session)
-    await queries.get_board_row(session, user_id=user_id, board_id=board_id, for_update=True)
-    image = await queries.get_image_row(session, user_id=user_id, image_id=image_id)
-    if member and image.deleted_at is not None:
+    await repository.get_board_row(session, user_id=user_id, board_id=board_id, for_update=True)
+    image = await repository.get_image_row(session, user_id=user_id, image_id=image_id)
+    if member and image.trashed_at is not None:
         raise Conflict("the image is in the trash; restore it first")
     current = await _membership(session, board_id, image_id)
     if (current is not None and current.member) == member:

@@ -28,7 +28,7 @@ from genimage_common.events import (
 from genimage_common.outbox import enqueue
 from genimage_common.streams import GALLERY
 
-from . import projection, queries
+from . import projection, repository
 from .models import outbox, processed_events
 
 SOURCE = "genimage/gallery"
@@ -57,47 +57,54 @@ async def emit(
     return event
 
 
-def _not_in_trash(row: Any) -> None:
-    if row.deleted_at is not None:
+# The two flags of an image: its column (and clock), the event that sets it, the one that clears it.
+FAVORITE = ("favorite", ImageFavorited, ImageUnfavorited)
+PUBLISHED = ("published", ImagePublished, ImageUnpublished)
+
+
+async def _set_flag(
+    session: AsyncSession,
+    flag: tuple[str, type[EventData], type[EventData]],
+    user_id: uuid.UUID,
+    image_id: uuid.UUID,
+    value: bool,
+) -> dict[str, Any]:
+    """Set a flag of an image not in the trash, by its event, unless it already has that value."""
+    register, on, off = flag
+    await projection.writer_lock(session)
+    row = await repository.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
+    if row.trashed_at is not None:
         raise Conflict("the image is in the trash; restore it first")
+    if getattr(row, register) != value:
+        data = (on if value else off)(user_id=user_id, image_id=image_id)
+        await emit(session, data, subject=image_id, after=getattr(row, f"{register}_ts"))
+    return await repository.get_image(session, user_id=user_id, image_id=image_id)
 
 
 async def set_favorite(
     session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid.UUID, favorite: bool
 ) -> dict[str, Any]:
-    await projection.writer_lock(session)
-    row = await queries.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
-    _not_in_trash(row)
-    if row.favorite != favorite:
-        data_cls = ImageFavorited if favorite else ImageUnfavorited
-        await emit(session, data_cls(user_id=user_id, image_id=image_id), subject=image_id, after=row.favorite_ts)
-    return await queries.get_image(session, user_id=user_id, image_id=image_id)
+    return await _set_flag(session, FAVORITE, user_id, image_id, favorite)
 
 
 async def set_published(
     session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid.UUID, published: bool
 ) -> dict[str, Any]:
-    await projection.writer_lock(session)
-    row = await queries.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
-    _not_in_trash(row)
-    if row.published != published:
-        data_cls = ImagePublished if published else ImageUnpublished
-        await emit(session, data_cls(user_id=user_id, image_id=image_id), subject=image_id, after=row.published_ts)
-    return await queries.get_image(session, user_id=user_id, image_id=image_id)
+    return await _set_flag(session, PUBLISHED, user_id, image_id, published)
 
 
 async def trash(session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid.UUID) -> dict[str, Any]:
     """Move to the trash (again: nothing happens); purged after the retention period."""
     await projection.writer_lock(session)
-    row = await queries.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
-    if row.deleted_at is None:
+    row = await repository.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
+    if row.trashed_at is None:
         await emit(session, ImageTrashed(user_id=user_id, image_id=image_id), subject=image_id, after=row.trash_ts)
-    return await queries.get_image(session, user_id=user_id, image_id=image_id)
+    return await repository.get_image(session, user_id=user_id, image_id=image_id)
 
 
 async def restore(session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid.UUID) -> dict[str, Any]:
     await projection.writer_lock(session)
-    row = await queries.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
-    if row.deleted_at is not None:
+    row = await repository.get_image_row(session, user_id=user_id, image_id=image_id, for_update=True)
+    if row.trashed_at is not None:
         await emit(session, ImageRestored(user_id=user_id, image_id=image_id), subject=image_id, after=row.trash_ts)
-    return await queries.get_image(session, user_id=user_id, image_id=image_id)
+    return await repository.get_image(session, user_id=user_id, image_id=image_id)

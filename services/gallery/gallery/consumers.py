@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats import NatsRouter
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from prometheus_client import Gauge
 
 from genimage_common.database import claim_event
 from genimage_common.events import UnknownEventType, parse_event, utcnow
+from genimage_common.messaging import durable
 from genimage_common.streams import BILLING, GALLERY, GENERATION, IDENTITY
 from genimage_common.subjects import BILLING_ALL, GALLERY_ALL, GENERATION_ALL, IDENTITY_ALL
 
@@ -41,16 +42,16 @@ CONSUMERS = (
 async def ensure_consumers(js: JetStreamContext, consumers: tuple[tuple[str, str, str], ...] = CONSUMERS) -> None:
     """Bring existing durables to this release's filter subject (a durable created by an older
     release keeps its old filter otherwise: binding to it never updates it)."""
-    for stream, durable, subject in consumers:
+    for stream, name, subject in consumers:
         try:
-            info = await js.consumer_info(stream, durable)
+            info = await js.consumer_info(stream, name)
         except NotFoundError:
             continue  # the subscriber creates it
         if info.config.filter_subject != subject:
             config = info.config
             config.filter_subject = subject
             await js.add_consumer(stream, config=config)
-            log.info("consumer filter updated", extra={"consumer": durable, "filter": subject})
+            log.info("consumer filter updated", extra={"consumer": name, "filter": subject})
 
 
 async def project(body: dict[str, Any], deps: GalleryDeps, stream: str) -> None:
@@ -60,7 +61,7 @@ async def project(body: dict[str, Any], deps: GalleryDeps, stream: str) -> None:
         return  # a newer producer's event type: nothing to project yet
     if not projection.projects(event):
         return
-    async with deps.sessions.begin() as session:
+    async with deps.uow.transaction() as session:
         await projection.writer_lock(session)
         if await claim_event(session, processed_events, event_id=event.id, consumer=projection.INBOX[stream]):
             await projection.apply(session, event)
@@ -68,11 +69,7 @@ async def project(body: dict[str, Any], deps: GalleryDeps, stream: str) -> None:
 
 
 def _durable(stream: str) -> dict[str, Any]:
-    return {
-        "stream": JStream(stream, declare=False),
-        "durable": projection.INBOX[stream],
-        "pull_sub": PullSub(batch_size=32, timeout=1.0),
-    }
+    return durable(stream, projection.INBOX[stream], batch=32)
 
 
 @router.subscriber(GENERATION_ALL, **_durable(GENERATION))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from faststream import Context
 
 from genimage_common.database import SessionMaker
 from genimage_common.outbox import OutboxRelay
+from genimage_common.unit_of_work import UnitOfWork
 
 from .settings import GallerySettings
 
@@ -20,6 +21,11 @@ class Deps:
     relay: OutboxRelay
     # Queries: autocommit sessions (no BEGIN/ROLLBACK round trips around a read).
     readers: SessionMaker
+    # Every entry point's unit of work: commands commit, then wake the relay for their events.
+    uow: UnitOfWork = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uow = UnitOfWork(self.sessions, relay=self.relay, readers=self.readers)
 
 
 GalleryDeps = Annotated[Deps, Context("deps")]

@@ -95,8 +95,8 @@ images = Table(
     Column("favorite", Boolean, nullable=False, server_default="false"),
     Column("published", Boolean, nullable=False, server_default="false"),
     utc_column("published_at", nullable=True, default_now=False),
-    # In the trash since (null: not in the trash).
-    utc_column("deleted_at", nullable=True, default_now=False),
+    # In the trash since (null: not in the trash). A purge deletes the row (``purged_images``).
+    utc_column("trashed_at", nullable=True, default_now=False),
     # The time of generation.completed: the sort key of every image list, immutable once set.
     utc_column("created_at", nullable=True, default_now=False),
     *_clock("favorite"),
@@ -111,15 +111,15 @@ images = Table(
         "user_id",
         "created_at",
         "id",
-        postgresql_where=text("favorite AND deleted_at IS NULL"),
+        postgresql_where=text("favorite AND trashed_at IS NULL"),
     ),
     Index(
         "images_feed",
         "published_at",
         "id",
-        postgresql_where=text("published AND deleted_at IS NULL AND object_key IS NOT NULL"),
+        postgresql_where=text("published AND trashed_at IS NULL AND object_key IS NOT NULL"),
     ),
-    Index("images_trash", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
+    Index("images_trash", "trashed_at", postgresql_where=text("trashed_at IS NOT NULL")),
 )
 
 # Images purged from the trash: a late or replayed event about them changes nothing.

@@ -15,13 +15,13 @@ replay of the streams produces (``python -m gallery rebuild``).
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from genimage_common.contracts.status import RANK, GenerationStatus
 from genimage_common.events import (
     BoardCreated,
     BoardDeleted,
@@ -52,7 +52,6 @@ from genimage_common.streams import BILLING, GALLERY, GENERATION, IDENTITY
 from . import registers
 from .models import generations, images, purged_images, users
 
-RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "canceled": 2}
 # `completed` names the provider that delivered: it outranks every `started` attempt.
 COMPLETED_PROVIDER_RANK = 1_000_000
 
@@ -113,9 +112,7 @@ async def apply(session: AsyncSession, event: Event[Any]) -> None:
             await _upsert_generation(
                 session,
                 event,
-                data.generation_id,
-                data.user_id,
-                status="running",
+                status=GenerationStatus.RUNNING,
                 values={"provider": data.provider, "provider_rank": data.attempt, "started_at": event.time},
                 merge={
                     **_provider_merge(data.provider, data.attempt),
@@ -123,64 +120,30 @@ async def apply(session: AsyncSession, event: Event[Any]) -> None:
                 },
             )
         case GenerationProgress():
-            await _upsert_generation(
-                session,
-                event,
-                data.generation_id,
-                data.user_id,
-                status="running",
-                values={"progress": data.progress},
-                merge={"progress": func.greatest(generations.c.progress, data.progress)},
-            )
+            progress = {"progress": data.progress}
+            merge = {"progress": func.greatest(generations.c.progress, data.progress)}
+            await _upsert_generation(session, event, status=GenerationStatus.RUNNING, values=progress, merge=merge)
         case GenerationCompleted():
-            await _upsert_generation(
+            await _ended(
                 session,
                 event,
-                data.generation_id,
-                data.user_id,
-                status="succeeded",
-                values={
-                    "progress": 1.0,
-                    "provider": data.provider,
-                    "provider_rank": COMPLETED_PROVIDER_RANK,
-                    "timings": data.timings.model_dump(),
-                    "finished_at": event.time,
-                },
-                merge={
-                    "progress": 1.0,
-                    "timings": data.timings.model_dump(),
-                    "finished_at": func.least(generations.c.finished_at, event.time),
-                    **_provider_merge(data.provider, COMPLETED_PROVIDER_RANK),
-                },
+                GenerationStatus.SUCCEEDED,
+                {"progress": 1.0, "timings": data.timings.model_dump()},
+                # `completed` names the provider that delivered, whatever the attempts said.
+                inserted={"provider": data.provider, "provider_rank": COMPLETED_PROVIDER_RANK},
+                merged=_provider_merge(data.provider, COMPLETED_PROVIDER_RANK),
             )
             await _materialize_images(session, event, data)
         case GenerationFailed():
-            error = data.error.model_dump()
-            await _upsert_generation(
-                session,
-                event,
-                data.generation_id,
-                data.user_id,
-                status="failed",
-                values={"error": error, "finished_at": event.time},
-                merge={"error": error, "finished_at": func.least(generations.c.finished_at, event.time)},
-            )
+            await _ended(session, event, GenerationStatus.FAILED, {"error": data.error.model_dump()})
         case GenerationCanceled():
-            await _upsert_generation(
-                session,
-                event,
-                data.generation_id,
-                data.user_id,
-                status="canceled",
-                values={"finished_at": event.time},
-                merge={"finished_at": func.least(generations.c.finished_at, event.time)},
-            )
+            await _ended(session, event, GenerationStatus.CANCELED, {})
         case CreditsCommitted():
             values = {"charged": data.amount}
-            await _upsert_generation(session, event, data.generation_id, data.user_id, values=values, merge=values)
+            await _upsert_generation(session, event, values=values, merge=values)
         case CreditsRefunded():
             values = {"refunded": data.amount, "refund_reason": data.reason}
-            await _upsert_generation(session, event, data.generation_id, data.user_id, values=values, merge=values)
+            await _upsert_generation(session, event, values=values, merge=values)
         case UserRegistered():
             stmt = insert(users).values(id=data.user_id, registered_at=data.registered_at)
             await session.execute(
@@ -197,7 +160,7 @@ async def apply(session: AsyncSession, event: Event[Any]) -> None:
             await registers.set_image(session, event, data.image_id, data.user_id, "published", values)
         case ImageTrashed() | ImageRestored():
             trashed = isinstance(data, ImageTrashed)
-            values = {"deleted_at": event.time if trashed else None}
+            values = {"trashed_at": event.time if trashed else None}
             await registers.set_image(session, event, data.image_id, data.user_id, "trash", values)
         case ImageDeleted():
             await registers.purge_image(session, event, data.image_id, data.user_id)
@@ -225,20 +188,36 @@ def _provider_merge(provider: str, rank: int) -> dict[str, Any]:
     }
 
 
+async def _ended(
+    session: AsyncSession,
+    event: Event[Any],
+    status: GenerationStatus,
+    fields: dict[str, Any],
+    *,
+    inserted: dict[str, Any] | None = None,
+    merged: dict[str, Any] | None = None,
+) -> None:
+    """A terminal event: its ``fields``, and the earliest end time seen."""
+    finished = {"finished_at": func.least(generations.c.finished_at, event.time)}
+    values = {**fields, **(inserted or {}), "finished_at": event.time}
+    await _upsert_generation(
+        session, event, status=status, values=values, merge={**fields, **(merged or {}), **finished}
+    )
+
+
 async def _upsert_generation(
     session: AsyncSession,
     event: Event[Any],
-    gid: uuid.UUID,
-    user_id: uuid.UUID,
     *,
-    status: str | None = None,
+    status: GenerationStatus | None = None,
     values: dict[str, Any],
     merge: dict[str, Any],
 ) -> None:
-    """Insert the generation with ``values`` or merge them into the row with ``merge``."""
+    """Insert the generation of ``event`` with ``values`` or merge them into its row with ``merge``."""
     g = generations.c
     t = event.time
-    insert_values = {"id": gid, "user_id": user_id, "created_at": t, "updated_at": t, **values}
+    data = event.data
+    insert_values = {"id": data.generation_id, "user_id": data.user_id, "created_at": t, "updated_at": t, **values}
     set_: dict[str, Any] = {
         "updated_at": func.greatest(g.updated_at, t),
         # Until the request is seen, the earliest event stands in for its time.
@@ -247,9 +226,9 @@ async def _upsert_generation(
     }
     if status is not None:
         rank = RANK[status]
-        insert_values.update(status=status, status_rank=rank)
+        insert_values.update(status=status.value, status_rank=rank)
         forward = g.status_rank < rank
-        set_["status"] = case((forward, status), else_=g.status)
+        set_["status"] = case((forward, status.value), else_=g.status)
         set_["status_rank"] = case((forward, rank), else_=g.status_rank)
     stmt = insert(generations).values(**insert_values)
     await session.execute(stmt.on_conflict_do_update(index_elements=[g.id], set_=set_))
@@ -273,9 +252,7 @@ async def _requested(session: AsyncSession, event: Event[Any], data: GenerationR
     await _upsert_generation(
         session,
         event,
-        data.generation_id,
-        data.user_id,
-        status="queued",
+        status=GenerationStatus.QUEUED,
         values={**fields, "created_at": requested_at},
         merge={**fields, "created_at": requested_at},
     )

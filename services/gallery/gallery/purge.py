@@ -30,8 +30,8 @@ async def purge_expired(session: AsyncSession, *, now: datetime, retention: time
     due = (
         await session.execute(
             select(images.c.id, images.c.user_id, images.c.object_key, images.c.thumbnail_key)
-            .where(images.c.deleted_at < now - retention, images.c.created_at.is_not(None))
-            .order_by(images.c.deleted_at, images.c.id)
+            .where(images.c.trashed_at < now - retention, images.c.created_at.is_not(None))
+            .order_by(images.c.trashed_at, images.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -58,14 +58,13 @@ async def purge_forever(deps: Deps, *, outage: Outage | None = None) -> None:
     while True:
         pause = interval
         try:
-            async with deps.sessions.begin() as session:
+            async with deps.uow.transaction() as session:
                 purged = await purge_expired(
                     session, now=utcnow(), retention=retention, limit=deps.settings.purge_batch
                 )
             outage.succeeded()
             if purged:
                 log.info("trash purged", extra={"count": purged})
-                deps.relay.wake()
                 continue
         except asyncio.CancelledError:
             raise

@@ -63,7 +63,7 @@ async def trash_all(
     await session.execute(
         update(images)
         .where(images.c.user_id == user_id, where, older(images, "trash", at, eid))
-        .values(deleted_at=at, trash_ts=at, trash_eid=eid)
+        .values(trashed_at=at, trash_ts=at, trash_eid=eid)
     )
 
 

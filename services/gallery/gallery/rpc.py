@@ -1,240 +1,115 @@
 """Queries and commands over request/reply (``rpc.gallery.*``, queue group ``gallery``).
 
-Every request names its owner (``user_id``, from the gateway's authentication) except the
-public feed's; domain errors (``not_found``, ``conflict``, ``validation_error``) are replied
-as ``{"error": {...}}`` by the broker's error policy.
+Every call is declared once in ``genimage_common.contracts.gallery`` (subject, request model,
+reply model); here each is bound to the one repository or command function that answers it,
+inside one unit of work: a read, or a transaction that commits and then wakes the outbox
+relay. Domain errors (``not_found``, ``conflict``, ``validation_error``) are replied as
+``{"error": {...}}`` by the broker's error policy.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from faststream.nats import NatsRouter
-from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from genimage_common.subjects import rpc
+from genimage_common.contracts import gallery as g
+from genimage_common.contracts.rpc import Rpc
 
-from . import boards, commands, cursors, queries
-from .deps import GalleryDeps
+from . import boards, commands, repository
+from .deps import Deps, GalleryDeps
 
 router = NatsRouter()
 QUEUE = "gallery"
 
-Kind = Literal["image", "video"]
+Req = TypeVar("Req")
+Run = Callable[[AsyncSession, Req, Deps], Awaitable[Any]]
 
 
-# What ``cursors`` hands out (unpadded base64url); anything else is refused with the request,
-# before a query runs. ``cursors.decode`` still checks what it decodes.
-Cursor = Annotated[str | None, Field(min_length=1, max_length=cursors.MAX_LENGTH, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
+def serve(call: Rpc[Any, Any], run: Run[Any], *, writes: bool = False) -> None:
+    """Answer ``call`` with ``run(session, request, deps)``, its result checked against the
+    call's reply model. The handler is typed with the call's models, so that FastStream
+    validates the request and the AsyncAPI document shows its schema."""
+
+    async def handler(req: Any, deps: Any) -> Any:
+        async with deps.uow.transaction() if writes else deps.uow.read() as session:
+            return call.parse_reply(await run(session, req, deps))
+
+    handler.__name__ = handler.__qualname__ = call.name
+    handler.__annotations__ = {"req": call.request, "deps": GalleryDeps, "return": call.reply}
+    router.subscriber(call.subject, queue=QUEUE)(handler)
 
 
-class Owned(BaseModel):
-    user_id: uuid.UUID
+def image_filter(req: g.ImageQuery) -> repository.ImageFilter:
+    return repository.ImageFilter(
+        favorite=req.favorite,
+        published=req.published,
+        kind=req.kind,
+        board_id=req.board,
+        since=req.since,
+        until=req.until,
+        q=req.q.strip() if req.q and req.q.strip() else None,
+        trashed=req.trashed,
+    )
 
 
-class GenerationRef(Owned):
-    generation_id: uuid.UUID
+async def delete_board(session: AsyncSession, req: g.BoardRef, deps: Deps) -> g.BoardDeleted:
+    await boards.delete(session, user_id=req.user_id, board_id=req.board_id)
+    return g.BoardDeleted(deleted=True)
 
 
-class ImageRef(Owned):
-    image_id: uuid.UUID
-
-
-class Page(Owned):
-    limit: int = Field(20, ge=1, le=100)
-    cursor: Cursor = None
-
-
-class ImageFilter(Page):
-    favorite: bool | None = None
-    published: bool | None = None
-    kind: Kind | None = None
-    board: uuid.UUID | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
-    q: str | None = Field(None, min_length=1, max_length=200)
-    trashed: bool = False
-
-    def filters(self) -> queries.ImageFilter:
-        return queries.ImageFilter(
-            favorite=self.favorite,
-            published=self.published,
-            kind=self.kind,
-            board_id=self.board,
-            since=self.since,
-            until=self.until,
-            q=self.q.strip() if self.q and self.q.strip() else None,
-            trashed=self.trashed,
-        )
-
-
-class FavoriteCommand(ImageRef):
-    favorite: bool
-
-
-class PublishCommand(ImageRef):
-    published: bool
-
-
-class BoardRef(Owned):
-    board_id: uuid.UUID
-
-
-class BoardCreate(Owned):
-    name: str = Field(max_length=200)
-
-
-class BoardRename(BoardRef):
-    name: str = Field(max_length=200)
-
-
-class BoardImage(BoardRef):
-    image_id: uuid.UUID
-    member: bool
-
-
-class FeedPage(BaseModel):
-    limit: int = Field(20, ge=1, le=100)
-    cursor: Cursor = None
-    kind: Kind | None = None
-
-
-class PublicImageRef(BaseModel):
-    image_id: uuid.UUID
-
-
-def _subscriber(verb: str):  # type: ignore[no-untyped-def]
-    return router.subscriber(rpc("gallery", verb), queue=QUEUE)
+async def set_board_image(session: AsyncSession, req: g.SetBoardImage, deps: Deps) -> g.BoardMembership:
+    await boards.set_membership(
+        session, user_id=req.user_id, board_id=req.board_id, image_id=req.image_id, member=req.member
+    )
+    return g.BoardMembership(board_id=req.board_id, image_id=req.image_id, member=req.member)
 
 
 # --- queries ------------------------------------------------------------------------------
 
-
-@_subscriber("get_generation")
-async def get_generation(req: GenerationRef, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.get_generation(session, user_id=req.user_id, generation_id=req.generation_id)
-
-
-@_subscriber("list_generations")
-async def list_generations(req: Page, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.list_generations(session, user_id=req.user_id, limit=req.limit, cursor=req.cursor)
-
-
-@_subscriber("get_image")
-async def get_image(req: ImageRef, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.get_image(session, user_id=req.user_id, image_id=req.image_id)
-
-
-@_subscriber("list_images")
-async def list_images(req: ImageFilter, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.list_images(
-            session, user_id=req.user_id, limit=req.limit, cursor=req.cursor, filters=req.filters()
-        )
-
-
-@_subscriber("stats")
-async def stats(req: Owned, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.stats(session, user_id=req.user_id)
-
-
-@_subscriber("feed")
-async def feed(req: FeedPage, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.feed(session, limit=req.limit, cursor=req.cursor, kind=req.kind)
-
-
-@_subscriber("get_published_image")
-async def get_published_image(req: PublicImageRef, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.get_published_image(session, image_id=req.image_id)
-
-
-@_subscriber("list_boards")
-async def list_boards(req: Page, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.list_boards(session, user_id=req.user_id, limit=req.limit, cursor=req.cursor)
-
-
-@_subscriber("get_board")
-async def get_board(req: BoardRef, deps: GalleryDeps) -> dict:
-    async with deps.readers() as session:
-        return await queries.get_board(session, user_id=req.user_id, board_id=req.board_id)
-
+serve(g.GET_GENERATION, lambda s, r, d: repository.get_generation(s, user_id=r.user_id, generation_id=r.generation_id))
+serve(
+    g.LIST_GENERATIONS,
+    lambda s, r, d: repository.list_generations(s, user_id=r.user_id, limit=r.limit, cursor=r.cursor),
+)
+serve(g.GET_IMAGE, lambda s, r, d: repository.get_image(s, user_id=r.user_id, image_id=r.image_id))
+serve(
+    g.LIST_IMAGES,
+    lambda s, r, d: repository.list_images(
+        s, user_id=r.user_id, limit=r.limit, cursor=r.cursor, filters=image_filter(r)
+    ),
+)
+serve(g.STATS, lambda s, r, d: repository.stats(s, user_id=r.user_id))
+serve(g.FEED, lambda s, r, d: repository.feed(s, limit=r.limit, cursor=r.cursor, kind=r.kind))
+serve(g.GET_PUBLISHED_IMAGE, lambda s, r, d: repository.get_published_image(s, image_id=r.image_id))
+serve(g.LIST_BOARDS, lambda s, r, d: repository.list_boards(s, user_id=r.user_id, limit=r.limit, cursor=r.cursor))
+serve(g.GET_BOARD, lambda s, r, d: repository.get_board(s, user_id=r.user_id, board_id=r.board_id))
 
 # --- commands -----------------------------------------------------------------------------
 
-
-@_subscriber("set_favorite")
-async def set_favorite(req: FavoriteCommand, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        image = await commands.set_favorite(session, user_id=req.user_id, image_id=req.image_id, favorite=req.favorite)
-    deps.relay.wake()
-    return image
-
-
-@_subscriber("set_published")
-async def set_published(req: PublishCommand, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        image = await commands.set_published(
-            session, user_id=req.user_id, image_id=req.image_id, published=req.published
-        )
-    deps.relay.wake()
-    return image
-
-
-@_subscriber("trash_image")
-async def trash_image(req: ImageRef, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        image = await commands.trash(session, user_id=req.user_id, image_id=req.image_id)
-    deps.relay.wake()
-    return image
-
-
-@_subscriber("restore_image")
-async def restore_image(req: ImageRef, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        image = await commands.restore(session, user_id=req.user_id, image_id=req.image_id)
-    deps.relay.wake()
-    return image
-
-
-@_subscriber("create_board")
-async def create_board(req: BoardCreate, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        board = await boards.create(
-            session, user_id=req.user_id, name=req.name, max_boards=deps.settings.max_boards_per_user
-        )
-    deps.relay.wake()
-    return board
-
-
-@_subscriber("rename_board")
-async def rename_board(req: BoardRename, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        board = await boards.rename(session, user_id=req.user_id, board_id=req.board_id, name=req.name)
-    deps.relay.wake()
-    return board
-
-
-@_subscriber("delete_board")
-async def delete_board(req: BoardRef, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        await boards.delete(session, user_id=req.user_id, board_id=req.board_id)
-    deps.relay.wake()
-    return {"deleted": True}
-
-
-@_subscriber("set_board_image")
-async def set_board_image(req: BoardImage, deps: GalleryDeps) -> dict:
-    async with deps.sessions.begin() as session:
-        await boards.set_membership(
-            session, user_id=req.user_id, board_id=req.board_id, image_id=req.image_id, member=req.member
-        )
-    deps.relay.wake()
-    return {"board_id": str(req.board_id), "image_id": str(req.image_id), "member": req.member}
+serve(
+    g.SET_FAVORITE,
+    lambda s, r, d: commands.set_favorite(s, user_id=r.user_id, image_id=r.image_id, favorite=r.favorite),
+    writes=True,
+)
+serve(
+    g.SET_PUBLISHED,
+    lambda s, r, d: commands.set_published(s, user_id=r.user_id, image_id=r.image_id, published=r.published),
+    writes=True,
+)
+serve(g.TRASH_IMAGE, lambda s, r, d: commands.trash(s, user_id=r.user_id, image_id=r.image_id), writes=True)
+serve(g.RESTORE_IMAGE, lambda s, r, d: commands.restore(s, user_id=r.user_id, image_id=r.image_id), writes=True)
+serve(
+    g.CREATE_BOARD,
+    lambda s, r, d: boards.create(s, user_id=r.user_id, name=r.name, max_boards=d.settings.max_boards_per_user),
+    writes=True,
+)
+serve(
+    g.RENAME_BOARD,
+    lambda s, r, d: boards.rename(s, user_id=r.user_id, board_id=r.board_id, name=r.name),
+    writes=True,
+)
+serve(g.DELETE_BOARD, delete_board, writes=True)
+serve(g.SET_BOARD_IMAGE, set_board_image, writes=True)

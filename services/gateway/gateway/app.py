@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genimage_common.catalog import load_catalog
+from genimage_common.contracts.clients import BillingClient, GalleryClient
 from genimage_common.database import make_engine, make_sessionmaker
 from genimage_common.logging import configure_logging
 from genimage_common.messaging import make_broker
@@ -23,8 +24,9 @@ from genimage_common.pricing import Pricing
 from genimage_common.storage import ObjectStore
 from genimage_common.streams import ensure_streams
 from genimage_common.telemetry import build_info, configure_tracing, instrument_fastapi
+from genimage_common.unit_of_work import UnitOfWork
 
-from . import consumers, openapi, problems, repository
+from . import asyncapi, consumers, openapi, problems, repository
 from .deps import Services
 from .gatekeeper import Gatekeeper
 from .models import outbox
@@ -107,7 +109,7 @@ class RedMetrics:
 async def _purge_forever(services: Services) -> None:
     while True:
         try:
-            async with services.sessions.begin() as session:
+            async with services.uow.transaction() as session:
                 await repository.purge_idempotency_keys(session)
         except asyncio.CancelledError:
             raise
@@ -139,9 +141,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         services = Services(
             settings=settings,
             sessions=sessions,
+            uow=UnitOfWork(sessions, relay=relay),
             broker=broker,
+            billing=BillingClient(broker, timeout=settings.rpc_timeout_s),
+            gallery=GalleryClient(broker, timeout=settings.rpc_timeout_s),
             store=store,
-            relay=relay,
             pricing=Pricing(),
             catalog=load_catalog(Path(settings.models_file)),
             limiter=await RateLimiter.open(js, settings.ratelimit_bucket, replicas=settings.stream_replicas),
@@ -196,6 +200,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     instrument_fastapi(app)  # FastAPI's native HTTP spans, minus probes and scrapes
     problems.install(app)
     openapi.install(app)
+    asyncapi.install(app, settings.nats_url)
     routers = (
         auth,
         account,

@@ -12,13 +12,15 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from genimage_common.catalog import ModelSpec
+from genimage_common.contracts.clients import BillingClient, GalleryClient
 from genimage_common.database import SessionMaker
 from genimage_common.errors import DomainError, Forbidden, Unauthorized
-from genimage_common.outbox import OutboxRelay
 from genimage_common.pricing import Pricing
 from genimage_common.storage import ObjectStore
+from genimage_common.unit_of_work import UnitOfWork
 
 from . import identity
+from .presenters import Links
 from .settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -34,9 +36,12 @@ class Services:
 
     settings: GatewaySettings
     sessions: SessionMaker
+    # Every transaction of the gateway: its commit wakes the outbox relay when it wrote events.
+    uow: UnitOfWork
     broker: NatsBroker
+    billing: BillingClient
+    gallery: GalleryClient
     store: ObjectStore
-    relay: OutboxRelay
     pricing: Pricing
     catalog: dict[str, ModelSpec]
     limiter: RateLimiter
@@ -53,12 +58,24 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
-    async with services.sessions() as session:
+async def _transaction(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.uow.transaction() as session:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(_session)]
+async def _reader(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.uow.read() as session:
+        yield session
+
+
+# The route's unit of work: committed when the route returns and before its response is sent
+# (scope "function": a failed commit is the request's failure, never a success already sent),
+# rolled back when it raises.
+SessionDep = Annotated[AsyncSession, Depends(_transaction, scope="function")]
+# For routes that only read.
+ReaderDep = Annotated[AsyncSession, Depends(_reader, scope="function")]
+# Where the links of a response point (the one base-URL rule: ``presenters.Links``).
+LinksDep = Annotated[Links, Depends(Links.of_request)]
 
 # Authentication itself happens once per request in the gatekeeper middleware (rate limits
 # need to know who is asking); this scheme only documents it in the OpenAPI document.

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import ValidationError
+
+from genimage_common.contracts.rpc import invalid_request
 from genimage_common.errors import DomainError
 
 
@@ -45,3 +51,14 @@ class IdempotencyKeyInUse(DomainError):
     code = "idempotency_key_in_use"
     status = 409
     title = "Idempotency key in use"
+
+
+@contextmanager
+def checked_request() -> Iterator[None]:
+    """Build a request to another service from what a client sent: a value the route's own
+    checks let through but the service's contract refuses (a ledger cursor that is not a
+    number) is the client's mistake, answered as the service would have: ``validation_error``."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise invalid_request(exc) from exc

@@ -118,7 +118,10 @@ class Gatekeeper:
             state["auth_error"] = Unauthorized("invalid bearer token")
             return None
         try:
-            async with services.sessions.begin() as session:
+            # Its own unit of work, before the route's: the rate limits need to know who asks.
+            # It writes too (an API key's last use, an OIDC subject's first sight, whose
+            # user_registered event the commit sends on its way).
+            async with services.uow.transaction() as session:
                 principal = await identity.authenticate(
                     session, services.settings, credential=credential, oidc=services.oidc
                 )
@@ -129,8 +132,6 @@ class Gatekeeper:
             log.exception("authentication failed")
             state["auth_error"] = ServiceUnavailable("authentication is unavailable")
             return None
-        if principal.created:
-            services.relay.wake()  # a new account's user_registered event
         state["principal"] = principal
         return principal
 

@@ -1,5 +1,6 @@
-"""Generations: create (validate, check inputs, take an in-flight slot, reserve credits,
-publish ``generation.requested``), read with read-your-writes grace, wait, cancel."""
+"""Generations: create (validate, check inputs, reserve credits, record the webhook, then once
+that is committed take an in-flight slot and publish ``generation.requested``), read with
+read-your-writes grace, wait, cancel."""
 
 from __future__ import annotations
 
@@ -9,26 +10,29 @@ import random
 import time
 import uuid
 from contextlib import suppress
-from datetime import datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
 
 from genimage_common.catalog import DEFAULT_MODEL
+from genimage_common.contracts.billing import ReleaseRequest, ReserveRequest
+from genimage_common.contracts.gallery import GenerationRef
+from genimage_common.contracts.records import GenerationRecord
+from genimage_common.contracts.status import GenerationStatus, is_terminal
 from genimage_common.errors import Conflict, DomainError, NotFound, ServiceUnavailable, ValidationFailed
 from genimage_common.events import Event, GenerationCancelRequested, GenerationRequested, make_event, utcnow
 from genimage_common.ids import derived_id, generation_id_for, transition_event_id
-from genimage_common.messaging import publish_event, rpc_call
+from genimage_common.messaging import publish_event
 from genimage_common.streams import GENERATION
-from genimage_common.subjects import rpc
 
 from . import repository as repo
 from . import ssrf, webhooks
 from .deps import Services
 from .errors import RateLimited
 from .live import TerminalWatch
-from .schemas import GenerationCreate
-from .views import TERMINAL_STATUSES
+from .schemas.generations import GenerationCreate
+from .unit_of_work import Work
 
 SOURCE = "genimage/gateway"
 POLL_S = 0.05
@@ -104,12 +108,7 @@ async def _abandon(
         extra={"generation_id": str(generation_id), "user_id": str(user_id), "error": repr(cause)[:300]},
     )
     try:
-        reply = await rpc_call(
-            services.broker,
-            rpc("billing", "release"),
-            {"generation_id": str(generation_id), "user_id": str(user_id)},
-            timeout=services.settings.rpc_timeout_s,
-        )
+        reply = await services.billing.release(ReleaseRequest(generation_id=generation_id, user_id=user_id))
     except Exception:
         log.exception(
             "releasing the hold failed; it is refunded when it expires", extra={"generation_id": str(generation_id)}
@@ -124,14 +123,18 @@ async def _abandon(
     return ServiceUnavailable(
         "the generation could not be queued; no credits were taken",
         generation_id=str(generation_id),
-        credits_refunded=int(reply.get("amount") or 0),
+        credits_refunded=reply.amount,
         retry_after=5,
     )
 
 
 async def create(
-    services: Services, *, user_id: uuid.UUID, body: GenerationCreate, idempotency_key: str | None
-) -> dict[str, Any]:
+    services: Services, work: Work, *, user_id: uuid.UUID, body: GenerationCreate, idempotency_key: str | None
+) -> GenerationRecord:
+    """Accept a generation in the route's unit of work ``work``: its credits are reserved and its
+    webhook recorded in the transaction, which commits only if the reserve succeeded (a 402
+    leaves nothing behind); once it is committed, the generation is queued. Returns it as
+    queued."""
     model = body.model or DEFAULT_MODEL
     spec = services.catalog.get(model)
     if spec is None:
@@ -153,25 +156,22 @@ async def create(
     cost = services.pricing.cost(body.kind, units)
     generation_id = generation_id_for(user_id, idempotency_key)
     limit = services.settings.max_inflight_generations
-    slot_user, slot = str(user_id), str(generation_id)
-    if not await services.inflight.admits(slot_user, slot, limit=limit):
+    if not await services.inflight.admits(str(user_id), str(generation_id), limit=limit):
         raise RateLimited(f"at most {limit} generations may run at once", retry_after=5, policy="inflight")
     if webhook is not None:
-        async with services.sessions.begin() as session:
-            await repo.insert_webhook_subscription(
-                session,
-                generation_id=generation_id,
-                user_id=user_id,
-                url=webhook,
-                events=list(dict.fromkeys(body.webhook_events or webhooks.ALL_FILTERS)),
-            )
-    reply = await rpc_call(
-        services.broker,
-        rpc("billing", "reserve"),
-        {"generation_id": str(generation_id), "user_id": str(user_id), "amount": cost, "units": units},
-        timeout=services.settings.rpc_timeout_s,
+        # Written before the reserve, committed after it: it exists before any event of the
+        # generation can look for it, and never for a generation refused its credits.
+        await repo.insert_webhook_subscription(
+            work.session,
+            generation_id=generation_id,
+            user_id=user_id,
+            url=webhook,
+            events=list(dict.fromkeys(body.webhook_events or webhooks.ALL_FILTERS)),
+        )
+    reply = await services.billing.reserve(
+        ReserveRequest(generation_id=generation_id, user_id=user_id, amount=cost, units=units)
     )
-    if reply["hold"]["status"] == "voided":
+    if reply.hold.status == "voided":
         # A retry (same Idempotency-Key, hence same generation id) of a request whose credits
         # were given back: its hold can never hold again, and billing charges nothing for a
         # voided hold, so queueing it would run it for free.
@@ -180,77 +180,85 @@ async def create(
             "send it again with a new Idempotency-Key",
             generation_id=str(generation_id),
         )
+    abandon = partial(_abandon, services, user_id=user_id, generation_id=generation_id)
+    # From here on the credits are held: whatever keeps the generation from being queued gives
+    # them back at once, instead of when the hold expires.
+    work.if_rolled_back(abandon)
+    data = GenerationRequested(
+        user_id=user_id,
+        generation_id=generation_id,
+        kind=body.kind,
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        model=model,
+        width=width,
+        height=height,
+        n=body.n,
+        seed=_seed(body, generation_id, idempotency_key),
+        aspect_ratio=body.aspect_ratio,
+        duration_s=(body.duration_s or 4.0) if body.kind == "video" else None,
+        input_image_ids=body.input_image_ids,
+        output_format=body.output_format,
+        watermark=body.watermark,
+        cost=cost,
+        hold_expires_at=reply.hold.expires_at,
+        requested_at=utcnow(),
+    )
+    work.after_commit(partial(_queue, services, data, abandon))
+    return _as_queued(data)
+
+
+async def _queue(services: Services, data: GenerationRequested, abandon: Any) -> None:
+    """Publish the accepted generation; when it cannot be, give its slot and credits back."""
+    slot_user, slot = str(data.user_id), str(data.generation_id)
     try:
         # Taken before publishing: the terminal event, which gives it back, cannot come first.
         await services.inflight.add(slot_user, slot)
-        requested_at = utcnow()
-        data = GenerationRequested(
-            user_id=user_id,
-            generation_id=generation_id,
-            kind=body.kind,
-            prompt=body.prompt,
-            negative_prompt=body.negative_prompt,
-            model=model,
-            width=width,
-            height=height,
-            n=body.n,
-            seed=_seed(body, generation_id, idempotency_key),
-            aspect_ratio=body.aspect_ratio,
-            duration_s=(body.duration_s or 4.0) if body.kind == "video" else None,
-            input_image_ids=body.input_image_ids,
-            output_format=body.output_format,
-            watermark=body.watermark,
-            cost=cost,
-            hold_expires_at=datetime.fromisoformat(reply["hold"]["expires_at"]),
-            requested_at=requested_at,
-        )
         event = make_event(
-            data, source=SOURCE, subject=generation_id, event_id=transition_event_id(generation_id, "requested")
+            data,
+            source=SOURCE,
+            subject=data.generation_id,
+            event_id=transition_event_id(data.generation_id, "requested"),
         )
         await _publish_requested(services, event)
     except Exception as exc:
         # Nothing was queued: give the slot and the credits back now, not when the hold expires.
         with suppress(Exception):
             await services.inflight.release(slot_user, slot)
-        raise await _abandon(services, user_id=user_id, generation_id=generation_id, cause=exc) from exc
+        raise await abandon(cause=exc) from exc
     except BaseException:
         # Cancelled mid-publish: whether it went out is unknown, so the hold is left to the
         # worker's outcome or to its expiry.
         with suppress(Exception):
             await services.inflight.release(slot_user, slot)
         raise
-    return {
-        "id": str(generation_id),
-        "status": "queued",
-        "kind": data.kind,
-        "prompt": data.prompt,
-        "negative_prompt": data.negative_prompt,
-        "model": data.model,
-        "width": width,
-        "height": height,
-        "n": data.n,
-        "seed": data.seed,
-        "output_format": data.output_format,
-        "progress": 0.0,
-        "cost": cost,
-        "outputs": [],
-        "error": None,
-        "timings": None,
-        "queue_position": None,
-        "created_at": requested_at.isoformat(),
-    }
 
 
-async def _gallery_get(services: Services, user_id: uuid.UUID, generation_id: uuid.UUID) -> dict[str, Any]:
-    return await rpc_call(  # type: ignore[no-any-return]
-        services.broker,
-        rpc("gallery", "get_generation"),
-        {"user_id": str(user_id), "generation_id": str(generation_id)},
-        timeout=services.settings.rpc_timeout_s,
+def _as_queued(data: GenerationRequested) -> GenerationRecord:
+    """The generation as the gallery will show it once it projected the request."""
+    return GenerationRecord(
+        id=data.generation_id,
+        status=GenerationStatus.QUEUED,
+        kind=data.kind,
+        prompt=data.prompt,
+        negative_prompt=data.negative_prompt,
+        model=data.model,
+        width=data.width,
+        height=data.height,
+        n=data.n,
+        seed=data.seed,
+        output_format=data.output_format,
+        progress=0.0,
+        cost=data.cost,
+        created_at=data.requested_at,
     )
 
 
-async def get(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID) -> dict[str, Any]:
+async def _gallery_get(services: Services, user_id: uuid.UUID, generation_id: uuid.UUID) -> GenerationRecord:
+    return await services.gallery.get_generation(GenerationRef(user_id=user_id, generation_id=generation_id))
+
+
+async def get(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID) -> GenerationRecord:
     """The generation from the gallery's read model. One this user just created may not be
     projected yet: it is in the user's in-flight slots, so it is waited for (briefly)
     instead of answering 404. Another user's id is never in them: 404 at once."""
@@ -273,35 +281,34 @@ async def get(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUI
 
 async def wait_terminal(
     services: Services, watch: TerminalWatch, *, user_id: uuid.UUID, generation_id: uuid.UUID, timeout: float
-) -> dict[str, Any] | None:
+) -> GenerationRecord | None:
     """The generation once terminal (within ``timeout``), else its latest state (None when
     the gallery has not projected it yet)."""
     deadline = time.monotonic() + timeout
     ended = await watch.wait(generation_id, timeout)
     # The gallery projects the terminal event a moment after it was published.
     horizon = max(deadline, time.monotonic() + services.settings.projection_grace_s) if ended else deadline
-    latest: dict[str, Any] | None = None
+    latest: GenerationRecord | None = None
     while True:
         try:
             latest = await _gallery_get(services, user_id, generation_id)
         except NotFound:
             pass
-        if latest is not None and latest.get("status") in TERMINAL_STATUSES:
+        if latest is not None and is_terminal(latest.status):
             return latest
         if time.monotonic() >= horizon:
             return latest
         await asyncio.sleep(POLL_S)
 
 
-async def cancel(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID) -> dict[str, Any]:
+async def cancel(services: Services, *, user_id: uuid.UUID, generation_id: uuid.UUID) -> GenerationRecord:
     """Ask the generation worker to stop (queued jobs never run, running ones are interrupted);
     billing refunds the hold when ``generation.canceled`` follows."""
     found = await get(services, user_id=user_id, generation_id=generation_id)
-    status = found.get("status")
-    if status == "canceled":
+    if found.status == GenerationStatus.CANCELED:
         return found
-    if status in TERMINAL_STATUSES:
-        raise Conflict(f"the generation already {status}", generation_status=status)
+    if is_terminal(found.status):
+        raise Conflict(f"the generation already {found.status.value}", generation_status=found.status.value)
     event = make_event(
         GenerationCancelRequested(user_id=user_id, generation_id=generation_id),
         source=SOURCE,

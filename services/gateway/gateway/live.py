@@ -25,19 +25,23 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Gauge
 from sse_starlette import ServerSentEvent
 
+from genimage_common.contracts.records import GenerationRecord
+from genimage_common.contracts.status import TERMINAL_EVENTS, is_terminal
 from genimage_common.errors import ValidationFailed
 from genimage_common.events import UnknownEventType, parse_event
 from genimage_common.streams import BILLING, GALLERY, GENERATION
+from genimage_common.subjects import event_name, user_domain, user_events
 
-from .views import TERMINAL_EVENTS, public_event
+from . import presenters
+from .presenters import Links
 
 log = logging.getLogger(__name__)
 
 SSE_CONNECTIONS = Gauge("genimage_sse_connections", "Open Server-Sent Events streams")
 
-# Domains of the user feed, in cursor order: the id `12-4-7` is GENERATION seq 12,
-# BILLING seq 4, GALLERY seq 7.
-USER_FEED = (("generation", GENERATION), ("billing", BILLING), ("gallery", GALLERY))
+# Streams of the user feed, in cursor order (the order of ``subjects.user_events``): the id
+# `12-4-7` is GENERATION seq 12, BILLING seq 4, GALLERY seq 7.
+USER_FEED = (GENERATION, BILLING, GALLERY)
 RETRY_MS = 2000
 QUEUE_SIZE = 256
 
@@ -109,9 +113,9 @@ async def _close(subs: list[Any]) -> None:
             await sub.unsubscribe()
 
 
-def _event(msg: Msg, base_url: str) -> dict[str, Any] | None:
+def _event(msg: Msg, links: Links) -> dict[str, Any] | None:
     try:
-        return public_event(parse_event(msg.data), base_url)
+        return presenters.event(parse_event(msg.data), links)
     except (UnknownEventType, ValueError):
         log.warning("undecodable event skipped in a live feed", extra={"subject": msg.subject})
         return None
@@ -122,26 +126,21 @@ def _sse(event: dict[str, Any], cursor: str | None) -> ServerSentEvent:
 
 
 async def user_feed(
-    js: JetStreamContext, *, user_id: uuid.UUID, last_event_id: str | None, base_url: str
+    js: JetStreamContext, *, user_id: uuid.UUID, last_event_id: str | None, links: Links
 ) -> AsyncIterator[ServerSentEvent]:
     """Every generation, billing and gallery event of one user, live, from the position in
     ``last_event_id`` (exclusive) or from now."""
     cursor = parse_cursor(last_event_id, len(USER_FEED))
     if cursor is None:
-        cursor = [(await js.stream_info(stream)).state.last_seq for _, stream in USER_FEED]
+        cursor = [(await js.stream_info(stream)).state.last_seq for stream in USER_FEED]
     queue: asyncio.Queue[tuple[int, Msg]] = asyncio.Queue(maxsize=QUEUE_SIZE)
     subs: list[Any] = []
     SSE_CONNECTIONS.inc()
     try:
-        for index, (domain, stream) in enumerate(USER_FEED):
+        for index, (stream, subject) in enumerate(zip(USER_FEED, user_events(user_id), strict=True)):
             subs.append(
                 await _subscribe(
-                    js,
-                    stream=stream,
-                    subject=f"{domain}.*.{user_id}",
-                    queue=queue,
-                    index=index,
-                    start_seq=cursor[index] + 1,
+                    js, stream=stream, subject=subject, queue=queue, index=index, start_seq=cursor[index] + 1
                 )
             )
         yield ServerSentEvent(
@@ -153,7 +152,7 @@ async def user_feed(
             if seq <= cursor[index]:
                 continue  # redelivered after an ordered-consumer reset
             cursor[index] = seq
-            event = _event(msg, base_url)
+            event = _event(msg, links)
             if event is not None:
                 yield _sse(event, format_cursor(cursor))
     finally:
@@ -165,29 +164,28 @@ async def generation_feed(
     js: JetStreamContext,
     *,
     user_id: uuid.UUID,
-    generation: dict[str, Any],
+    generation: GenerationRecord,
     last_event_id: str | None,
-    base_url: str,
+    links: Links,
 ) -> AsyncIterator[ServerSentEvent]:
     """The events of one generation, from its start (or after ``last_event_id``); ends with
     its terminal event."""
-    generation_id = str(generation["id"])
+    generation_id = str(generation.id)
     cursor = parse_cursor(last_event_id, 1)
-    finished = generation.get("status") in ("succeeded", "failed", "canceled")
+    finished = is_terminal(generation.status)
     queue: asyncio.Queue[tuple[int, Msg]] = asyncio.Queue(maxsize=QUEUE_SIZE)
     subs: list[Any] = []
     SSE_CONNECTIONS.inc()
     try:
         if cursor is not None:
             start: dict[str, Any] = {"start_seq": cursor[0] + 1}
-        else:
-            created = generation.get("created_at")
-            since = datetime.fromisoformat(created) if isinstance(created, str) else None
+        elif generation.created_at is not None:
             # A margin for clock differences between the gateway that stamped it and NATS.
-            start = {"start_time": (since - timedelta(seconds=30)) if since else None}
-            if start["start_time"] is None:
-                start = {"start_seq": 1}
-        sub = await _subscribe(js, stream=GENERATION, subject=f"generation.*.{user_id}", queue=queue, index=0, **start)
+            start = {"start_time": generation.created_at - timedelta(seconds=30)}
+        else:
+            start = {"start_seq": 1}
+        subject = user_domain("generation", user_id)
+        sub = await _subscribe(js, stream=GENERATION, subject=subject, queue=queue, index=0, **start)
         subs.append(sub)
         yield ServerSentEvent(
             data=json.dumps({"generation_id": generation_id}),
@@ -205,7 +203,7 @@ async def generation_feed(
             if cursor is not None and seq <= cursor[0]:
                 continue
             cursor = [seq]
-            event = _event(msg, base_url)
+            event = _event(msg, links)
             if event is not None and str(event["data"].get("generation_id")) == generation_id:
                 yield _sse(event, format_cursor(cursor))
                 if event["type"] in TERMINAL_EVENTS:
@@ -228,7 +226,7 @@ class TerminalWatch:
         self._sub: Any = None
 
     async def __aenter__(self) -> TerminalWatch:
-        self._sub = await self._nc.subscribe(f"generation.*.{self._user_id}", cb=self._on_message)
+        self._sub = await self._nc.subscribe(user_domain("generation", self._user_id), cb=self._on_message)
         await self._nc.flush()  # the server knows the subscription before we go on
         return self
 
@@ -240,7 +238,7 @@ class TerminalWatch:
         return self._done.setdefault(generation_id, asyncio.Event())
 
     async def _on_message(self, msg: Msg) -> None:
-        if ".".join(msg.subject.split(".")[:2]) not in TERMINAL_EVENTS:
+        if event_name(msg.subject) not in TERMINAL_EVENTS:
             return
         try:
             generation_id = json.loads(msg.data)["data"]["generation_id"]

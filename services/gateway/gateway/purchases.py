@@ -16,12 +16,13 @@ import time
 import uuid
 from typing import Any
 
-from genimage_common.messaging import rpc_call
-from genimage_common.subjects import rpc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from genimage_common.contracts.billing import GrantRequest, Plan
 
 from . import repository as repo
 from .deps import Services
-from .errors import BadRequest
+from .errors import BadRequest, checked_request
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,8 @@ def verify_signature(
         raise BadRequest("Stripe signature timestamp outside the tolerance")
 
 
-async def plans(services: Services) -> list[dict[str, Any]]:
-    reply = await rpc_call(services.broker, rpc("billing", "plans"), {}, timeout=services.settings.rpc_timeout_s)
-    return list(reply.get("items", []))
+async def plans(services: Services) -> list[Plan]:
+    return (await services.billing.plans()).items
 
 
 def _ignored(event_id: str, reason: str) -> dict[str, Any]:
@@ -62,23 +62,23 @@ def _ignored(event_id: str, reason: str) -> dict[str, Any]:
     return {"received": True, "granted": False, "reason": reason}
 
 
-async def handle_event(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+async def handle_event(services: Services, session: AsyncSession, event: dict[str, Any]) -> dict[str, Any]:
     """Grant the credits a paid Checkout Session bought; anything else is acknowledged and
-    ignored (a non-2xx answer would only make Stripe retry)."""
+    ignored (a non-2xx answer would only make Stripe retry). ``session``: to read the user."""
     event_id = str(event.get("id") or "")
     event_type = event.get("type")
     if not event_id or len(event_id) > 255:
         raise BadRequest("event without a valid id")
     if event_type not in PAID_EVENTS:
         return _ignored(event_id, "event type not handled")
-    session = (event.get("data") or {}).get("object") or {}
-    if not isinstance(session, dict):
+    checkout = (event.get("data") or {}).get("object") or {}
+    if not isinstance(checkout, dict):
         return _ignored(event_id, "no checkout session")
-    if session.get("payment_status") not in ("paid", "no_payment_required"):
+    if checkout.get("payment_status") not in ("paid", "no_payment_required"):
         return _ignored(event_id, "not paid yet")
-    metadata = session.get("metadata") or {}
+    metadata = checkout.get("metadata") or {}
     try:
-        user_id = uuid.UUID(str(session.get("client_reference_id") or metadata.get("user_id")))
+        user_id = uuid.UUID(str(checkout.get("client_reference_id") or metadata.get("user_id")))
     except ValueError:
         return _ignored(event_id, "no genimage user on the session")
     plan_id = metadata.get("plan_id")
@@ -87,33 +87,24 @@ async def handle_event(services: Services, event: dict[str, Any]) -> dict[str, A
         (
             p
             for p in await plans(services)
-            if (plan_id and p.get("id") == plan_id) or (price_id and p.get("stripe_price_id") == price_id)
+            if (plan_id and p.id == plan_id) or (price_id and p.stripe_price_id == price_id)
         ),
         None,
     )
     if plan is None:
         return _ignored(event_id, "not a configured plan")
-    amount_total, currency = session.get("amount_total"), session.get("currency")
-    if amount_total is not None and int(amount_total) != int(plan["price_cents"]):
+    amount_total, currency = checkout.get("amount_total"), checkout.get("currency")
+    if amount_total is not None and int(amount_total) != plan.price_cents:
         return _ignored(event_id, "amount paid differs from the plan's price")
-    if currency and str(currency).lower() != str(plan.get("currency", "")).lower():
+    if currency and str(currency).lower() != plan.currency.lower():
         return _ignored(event_id, "currency differs from the plan's")
-    async with services.sessions() as db:
-        if await repo.user_by_id(db, user_id) is None:
-            return _ignored(event_id, "unknown user")
-    balance = await rpc_call(
-        services.broker,
-        rpc("billing", "grant"),
-        {"user_id": str(user_id), "amount": int(plan["credits"]), "reason": "purchase", "reference": event_id},
-        timeout=services.settings.rpc_timeout_s,
-    )
+    if await repo.user_by_id(session, user_id) is None:
+        return _ignored(event_id, "unknown user")
+    with checked_request():
+        grant = GrantRequest(user_id=user_id, amount=plan.credits, reason="purchase", reference=event_id)
+    balance = await services.billing.grant(grant)
     log.info(
         "credits purchased",
-        extra={
-            "stripe_event_id": event_id,
-            "user_id": str(user_id),
-            "plan_id": plan.get("id"),
-            "credits": plan["credits"],
-        },
+        extra={"stripe_event_id": event_id, "user_id": str(user_id), "plan_id": plan.id, "credits": plan.credits},
     )
-    return {"received": True, "granted": True, "credits": int(plan["credits"]), "balance": balance}
+    return {"received": True, "granted": True, "credits": plan.credits, "balance": balance.model_dump()}

@@ -27,14 +27,15 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
+from genimage_common.contracts.status import TERMINAL_EVENTS
 from genimage_common.database import SessionMaker
 from genimage_common.events import Event
 from genimage_common.ids import derived_id
 
 from . import repository as repo
 from . import ssrf
+from .presenters import Links, event_data
 from .settings import GatewaySettings
-from .views import TERMINAL_EVENTS, event_data
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def retry_delay(settings: GatewaySettings, attempts: int) -> float:
     return delay * random.uniform(0.9, 1.1)
 
 
-async def enqueue(session: AsyncSession, event: Event[Any], *, base_url: str) -> bool:
+async def enqueue(session: AsyncSession, event: Event[Any], *, links: Links) -> bool:
     """Record the delivery of ``event`` if its generation asked for it (idempotent)."""
     generation_id = event.data.generation_id
     sub = await repo.webhook_subscription(session, generation_id)
@@ -75,7 +76,7 @@ async def enqueue(session: AsyncSession, event: Event[Any], *, base_url: str) ->
     payload = {
         "type": event.data.name,
         "timestamp": event.model_dump(mode="json")["time"],
-        "data": {"generation_id": str(generation_id), **event_data(event, base_url)},
+        "data": {"generation_id": str(generation_id), **event_data(event, links)},
     }
     return await repo.insert_webhook_delivery(
         session,

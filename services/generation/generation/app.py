@@ -9,19 +9,16 @@ from contextlib import asynccontextmanager
 from faststream.asgi import AsgiFastStream
 
 from genimage_common.catalog import load_catalog
-from genimage_common.logging import configure_logging
-from genimage_common.messaging import make_broker, watch_dependencies
-from genimage_common.redelivery import RedeliveryPolicy
+from genimage_common.messaging import watch_dependencies
 from genimage_common.storage import ObjectStore
 from genimage_common.streams import ensure_streams
-from genimage_common.telemetry import build_info, configure_tracing
-from genimage_common.worker import build_worker_app
+from genimage_common.worker import build_worker_app, worker_broker
 
 from . import consumers
 from .cancellation import CancelRegistry
 from .chain import ProviderChain
-from .intake import JobIntake
-from .jobs import JobContext
+from .context import JobContext
+from .intake import JobIntake, documentation
 from .providers.http import RetryPolicy
 from .providers.registry import build_providers, validate_catalog
 from .settings import GenerationSettings
@@ -32,11 +29,7 @@ SERVICE = "generation"
 
 def create_app(settings: GenerationSettings | None = None) -> AsgiFastStream:
     settings = settings or GenerationSettings()
-    configure_logging(SERVICE, settings.log_level)
-    configure_tracing(SERVICE)
-    build_info(SERVICE)
-    broker = make_broker(settings.nats_url, service=SERVICE, policy=RedeliveryPolicy.from_settings(settings))
-    broker.include_router(consumers.router)
+    broker = worker_broker(SERVICE, settings, consumers.router, policy=settings.redelivery_policy())
     store = ObjectStore(settings)
     watch_dependencies(broker, {"s3": store.ping})
     catalog = load_catalog(settings.models_file)
@@ -105,4 +98,5 @@ def create_app(settings: GenerationSettings | None = None) -> AsgiFastStream:
         lifespan=lifespan,
         after_startup=[start_consuming],
         on_shutdown=[stop_consuming],
+        documented=[documentation(settings.nats_url)],
     )

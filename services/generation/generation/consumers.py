@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from faststream import Context
-from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats import NatsRouter
 from nats.js.api import DeliverPolicy
 
 from genimage_common.events import (
@@ -25,12 +25,12 @@ from genimage_common.events import (
     utcnow,
 )
 from genimage_common.logging import log_context
-from genimage_common.messaging import publish_event
+from genimage_common.messaging import durable
 from genimage_common.streams import BILLING, GALLERY, GENERATION
 from genimage_common.subjects import any_user
 
-from .jobs import JobContext, terminal_event
-from .metrics import GENERATIONS
+from .context import JobContext
+from .outcome import settle, terminal_event
 from .outputs import owned_keys
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,7 @@ router = NatsRouter()
 
 
 @router.subscriber(
-    any_user(GenerationCancelRequested.name),
-    stream=JStream(GENERATION, declare=False),
-    durable="generation-cancel-requested",
-    pull_sub=PullSub(batch_size=8, timeout=1.0),
+    any_user(GenerationCancelRequested.name), **durable(GENERATION, "generation-cancel-requested", batch=8)
 )
 async def on_cancel_requested(event: Event[GenerationCancelRequested], ctx: Jobs) -> None:
     """Flag the cancel for every replica (a queued job never runs, a running one stops), then
@@ -52,23 +49,16 @@ async def on_cancel_requested(event: Event[GenerationCancelRequested], ctx: Jobs
         await ctx.state.request_cancel(gid)
         ctx.cancels.cancel(gid)
         canceled = terminal_event(GenerationCanceled(user_id=event.data.user_id, generation_id=gid))
-        stored, won = await ctx.state.settle(gid, canceled)
+        # Also when not won: a redelivered cancel re-publishes (deduplicated) in case we died
+        # before; an outcome of another kind is the job's to publish.
+        stored, won = await settle(ctx, canceled, publish_other=False)
         if stored.type != canceled.type:
             log.info("cancel requested after the generation ended", extra={"outcome": stored.type})
-            return
-        # Also when not won: a redelivered cancel re-publishes (deduplicated) in case we died before.
-        await publish_event(ctx.broker, stored, stream=GENERATION)
-        if won:
-            GENERATIONS.labels(kind="unknown", model="unknown", status="canceled").inc()
+        elif won:
             log.info("generation canceled")
 
 
-@router.subscriber(
-    any_user(ImageDeleted.name),
-    stream=JStream(GALLERY, declare=False),
-    durable="generation-image-deleted",
-    pull_sub=PullSub(batch_size=16, timeout=1.0),
-)
+@router.subscriber(any_user(ImageDeleted.name), **durable(GALLERY, "generation-image-deleted"))
 async def on_image_deleted(event: Event[ImageDeleted], ctx: Jobs) -> None:
     """The gallery purged an image: delete its objects (deleting twice is harmless). Only keys
     under the user's own prefix are touched."""
@@ -102,11 +92,8 @@ def expired_event(event: Event[CreditsRefunded]) -> Event[GenerationFailed]:
 
 @router.subscriber(
     any_user(CreditsRefunded.name),
-    stream=JStream(BILLING, declare=False),
-    durable="generation-hold-expired",
     # Created once, from then on: the refunds of before are older than any outcome we keep.
-    deliver_policy=DeliverPolicy.NEW,
-    pull_sub=PullSub(batch_size=16, timeout=1.0),
+    **durable(BILLING, "generation-hold-expired", deliver_policy=DeliverPolicy.NEW),
 )
 async def on_credits_refunded(event: Event[CreditsRefunded], ctx: Jobs) -> None:
     """Billing's sweeper refunded a hold that expired: the generation must not stay queued or
@@ -122,12 +109,10 @@ async def on_credits_refunded(event: Event[CreditsRefunded], ctx: Jobs) -> None:
             # Its terminal record, if any, is gone: we cannot tell whether it ended otherwise.
             log.warning("expired hold older than the state bucket's memory, ignored")
             return
-        stored, won = await ctx.state.settle(gid, expired_event(event))
-        await publish_event(ctx.broker, stored, stream=GENERATION)
+        stored, won = await settle(ctx, expired_event(event))
         if won:
             # A job of this replica still running for it stops (and publishes the recorded outcome).
             ctx.cancels.cancel(gid)
-            GENERATIONS.labels(kind="unknown", model="unknown", status="failed").inc()
             log.warning("generation failed: its credit hold expired first", extra={"code": EXPIRED})
         elif stored.type != GenerationFailed.event_type() or stored.data.error.code != EXPIRED:
             log.info("hold expired after the generation ended", extra={"outcome": stored.type})

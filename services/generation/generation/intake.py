@@ -3,7 +3,8 @@
 A message is fetched only when a job slot is free, so nothing waits in a local buffer while
 its ack deadline runs out (and other replicas could have taken it). While a job runs, an
 in-progress ack every third of ``ack_wait`` keeps JetStream from redelivering it. Then, by the
-shared redelivery policy (``genimage_common.redelivery``):
+shared redelivery policy (``genimage_common.redelivery``), carried out by the same routine as
+every other consumer's (``genimage_common.delivery.handle_failure``):
 
 - done (completed, failed or canceled — those are outcomes, not errors): ack;
 - a dependency away (object storage, NATS): nak with capped exponential backoff, for as long as
@@ -27,6 +28,7 @@ import logging
 import uuid
 from typing import Any
 
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -36,14 +38,16 @@ from nats.js.errors import ServiceUnavailableError
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
+from genimage_common.delivery import Verdict, handle_failure
 from genimage_common.events import Event, GenerationRequested, UnknownEventType, parse_event
 from genimage_common.logging import log_context
-from genimage_common.messaging import dead_letter_message
-from genimage_common.redelivery import Failure, Probe, RedeliveryPolicy, classify, is_transient
+from genimage_common.messaging import durable
+from genimage_common.redelivery import Failure, Probe, classify
 from genimage_common.streams import GENERATION
 from genimage_common.subjects import any_user
 
-from .jobs import JobContext, fail, run_job
+from .context import JobContext
+from .jobs import fail, run_job
 from .metrics import JOBS_RUNNING
 
 log = logging.getLogger(__name__)
@@ -77,9 +81,7 @@ class JobIntake:
         self._stopping = asyncio.Event()
         self._sub: Any = None
         self._config: ConsumerConfig | None = None
-        self.policy = RedeliveryPolicy.from_settings(
-            self.settings, max_deliver=self.settings.max_deliveries, backoff_s=tuple(self.settings.redelivery_backoff_s)
-        )
+        self.policy = self.settings.redelivery_policy()
 
     def _probes(self) -> dict[str, Probe]:
         """What a job depends on: an unclassified failure while one is down is transient."""
@@ -185,11 +187,10 @@ class JobIntake:
                     self.ctx.cancels.cancel(generation_id)
 
     async def _handle(self, msg: Msg) -> None:
-        delivered = msg.metadata.num_delivered
         try:
             event = decode(msg.data)
         except Poison as exc:
-            await self._dead_letter(msg, exc, delivered, Failure.POISON)
+            await self._settle(msg, await self._failed(msg, exc, failure=Failure.POISON))
             return
         heartbeat = asyncio.create_task(self._heartbeat(msg, event.data.generation_id))
         JOBS_RUNNING.inc()
@@ -198,7 +199,7 @@ class JobIntake:
             with tracer.start_as_current_span(
                 "generation.requested process", context=parent, kind=trace.SpanKind.CONSUMER
             ):
-                await self._process(msg, event, delivered)
+                await self._settle(msg, await self._process(msg, event))
         except asyncio.CancelledError:
             # Shutdown: hand the job back now rather than after ack_wait.
             with contextlib.suppress(Exception):
@@ -208,19 +209,20 @@ class JobIntake:
             heartbeat.cancel()
             JOBS_RUNNING.dec()
 
-    async def _process(self, msg: Msg, event: Event[GenerationRequested], delivered: int) -> None:
+    async def _process(self, msg: Msg, event: Event[GenerationRequested]) -> Verdict | None:
+        """Run the job; None when it is done (whatever its outcome), else what to do with it."""
         gid = event.data.generation_id
+        delivered = msg.metadata.num_delivered
         try:
             transient = await self.ctx.state.transient_failures(gid)
         except Exception as exc:
             # The state bucket is on NATS: without it nothing can be decided (nor published).
-            await self._retry(msg, event, Failure.TRANSIENT, exc, delivered, self.policy.transient_delay(1))
-            return
+            return await self._failed(msg, exc, event=event, failure=Failure.TRANSIENT)
         if delivered - transient > self.settings.max_deliveries:
             with log_context(generation_id=str(gid)):
                 log.error("job keeps killing its worker, giving up", extra={"delivered": delivered})
-            await self._give_up(msg, event, RuntimeError("delivered too often"), delivered, Failure.CONTENT)
-            return
+            exc = RuntimeError("delivered too often")
+            return await self._failed(msg, exc, event=event, failure=Failure.CONTENT, transient=transient)
         try:
             await run_job(self.ctx, event, attempt=delivered)
         except asyncio.CancelledError:
@@ -230,72 +232,72 @@ class JobIntake:
             if failure is Failure.POISON:
                 # The message decoded: what failed to parse came from elsewhere (a stored manifest).
                 failure = Failure.CONTENT
-            decision = self.policy.decide(failure, delivered=delivered, transient_before=transient)
-            if failure is Failure.TRANSIENT:
-                with contextlib.suppress(Exception):
-                    await self.ctx.state.record_transient_failure(gid)
-            if decision.dead_letter:
-                with log_context(generation_id=str(gid)):
-                    log.error("job failed on its last delivery", exc_info=exc, extra={"failure": failure.value})
-                await self._give_up(msg, event, exc, delivered, failure)
-                return
-            await self._retry(msg, event, failure, exc, delivered, decision.delay_s)
-            return
-        try:
-            await msg.ack()
-        except Exception as exc:
-            # The outcome is recorded and published: a redelivery only re-publishes it.
-            log.warning("ack failed; the job will be redelivered and settle at once", extra={"error": repr(exc)})
+            return await self._failed(msg, exc, event=event, failure=failure, transient=transient)
+        return None
 
-    async def _retry(
+    async def _failed(
         self,
         msg: Msg,
-        event: Event[GenerationRequested],
-        failure: Failure,
         exc: BaseException,
-        delivered: int,
-        delay: float,
-    ) -> None:
-        extra = {
-            "generation_id": str(event.data.generation_id),
-            "delivered": delivered,
-            "failure": failure.value,
-            "delay_s": delay,
-            "error": repr(exc)[:500],
-        }
-        if failure is Failure.TRANSIENT:
-            log.warning("job could not run: dependency unavailable, will be redelivered", extra=extra)
-        else:
-            log.warning("job failed unexpectedly, will be redelivered", extra=extra, exc_info=exc)
-        try:
-            await msg.nak(delay=delay)
-        except Exception as nak_exc:
-            # NATS away: the message comes back after ack_wait anyway.
-            log.warning("nak failed", extra={"error": repr(nak_exc)})
+        *,
+        failure: Failure,
+        event: Event[GenerationRequested] | None = None,
+        transient: int = 0,
+    ) -> Verdict:
+        """The shared redelivery policy, with the job's own bookkeeping: transient failures are
+        counted per generation in the state bucket (every replica sees them), and a job given up
+        fails with ``internal_error`` before its message goes to the DLQ."""
 
-    async def _give_up(
-        self, msg: Msg, event: Event[GenerationRequested], exc: BaseException, delivered: int, failure: Failure
-    ) -> None:
-        """The job fails with ``internal_error`` and the message goes to the DLQ; if the outcome
-        cannot be published now (NATS away), the message is kept for a later delivery instead."""
-        with log_context(generation_id=str(event.data.generation_id)):
-            try:
+        async def count_transient() -> None:
+            if event is not None:
+                await self.ctx.state.record_transient_failure(event.data.generation_id)
+
+        async def give_up() -> None:
+            if event is not None:
+                log.error("job failed on its last delivery", exc_info=exc, extra={"failure": failure.value})
+                delivered = msg.metadata.num_delivered
                 await fail(self.ctx, event.data, "internal_error", "the job could not be run", attempt=delivered)
-            except Exception as fail_exc:
-                if is_transient(fail_exc):
-                    delay = self.policy.transient_delay(1)
-                    await self._retry(msg, event, Failure.TRANSIENT, fail_exc, delivered, delay)
-                    return
-                log.exception("could not record the failure of a job given up")
-        await self._dead_letter(msg, exc, delivered, failure)
 
-    async def _dead_letter(
-        self, msg: Msg, exc: BaseException, delivered: int, failure: Failure = Failure.CONTENT
-    ) -> None:
+        with log_context(generation_id=str(event.data.generation_id) if event is not None else None):
+            return await handle_failure(
+                self.js,
+                msg,
+                exc,
+                policy=self.policy,
+                failure=failure,
+                transient_before=transient,
+                on_transient=count_transient,
+                before_dead_letter=give_up,
+            )
+
+    @staticmethod
+    async def _settle(msg: Msg, verdict: Verdict | None) -> None:
+        """Ack a finished job, term a dead-lettered message, nak one to be delivered again. A
+        failed ack or nak is harmless: the message comes back after ack_wait (a finished job then
+        only re-publishes its outcome)."""
         try:
-            await dead_letter_message(self.js, msg, exc, delivered=delivered, failure=failure.value)
-            await msg.term()
-        except Exception as dlq_exc:
-            log.warning("dead-lettering failed, will retry", extra={"error": repr(dlq_exc)})
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=self.policy.transient_delay(1))
+            if verdict is None:
+                await msg.ack()
+            elif verdict.terminate:
+                await msg.term()
+            else:
+                await msg.nak(delay=verdict.delay_s)
+        except Exception as exc:
+            log.warning("acknowledging a job message failed", extra={"error": repr(exc)})
+
+
+def documentation(servers: str) -> NatsBroker:
+    """The intake as a FastStream subscriber declaration, for the worker's AsyncAPI document
+    only: this broker is never connected (``JobIntake`` consumes with its own fetch loop)."""
+    docs = NatsBroker(servers)
+
+    @docs.subscriber(
+        any_user(GenerationRequested.name),
+        **durable(GENERATION, DURABLE, batch=1),
+        description="The job queue: one job per message, fetched only when a slot is free (bounded "
+        "concurrency), acked once its outcome is published; see the module doc of generation.intake",
+    )
+    async def generation_requested(event: Event[GenerationRequested]) -> None:
+        raise NotImplementedError  # documentation only
+
+    return docs

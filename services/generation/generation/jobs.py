@@ -1,8 +1,8 @@
 """One generation job: started → progress → completed | failed | canceled, outputs in object storage.
 
-Exactly one terminal event per generation, whatever happens: the outcome is recorded in the
-shared state bucket with create-if-absent before it is published (``state.py``). A job that
-finds an outcome recorded re-publishes that very event and renders nothing.
+Exactly one terminal event per generation, whatever happens: every outcome goes through
+``outcome.settle`` (recorded create-if-absent in the shared state bucket, then published). A
+job that finds an outcome recorded re-publishes that very event and renders nothing.
 """
 
 from __future__ import annotations
@@ -10,14 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from faststream.nats import NatsBroker
-
-from genimage_common.catalog import ModelSpec
 from genimage_common.events import (
     ErrorInfo,
     Event,
@@ -36,37 +30,21 @@ from genimage_common.events import (
 from genimage_common.ids import transition_event_id
 from genimage_common.logging import log_context
 from genimage_common.messaging import publish_event
-from genimage_common.storage import ObjectStore
 from genimage_common.streams import GENERATION
 
-from .cancellation import CancelRegistry, CancelToken
-from .chain import ProviderChain
+from .cancellation import CancelToken
+from .context import JobContext
 from .errors import DeadlineExceeded, GenerationError, JobCanceled, JobInvalid, ProviderAuth
 from .inputs import load_inputs
-from .metrics import GENERATION_DURATION, GENERATIONS
+from .metrics import GENERATION_DURATION
+from .outcome import SOURCE, Labels, settle, terminal_event
 from .outputs import discard, manifest_key, store_output
 from .providers.base import Provider, RenderRequest
 from .settings import GenerationSettings
-from .state import JobState
 
 log = logging.getLogger(__name__)
-SOURCE = "genimage/generation"
-STATUS = {
-    GenerationCompleted.event_type(): "succeeded",
-    GenerationFailed.event_type(): "failed",
-    GenerationCanceled.event_type(): "canceled",
-}
 
-
-@dataclass
-class JobContext:
-    broker: NatsBroker
-    store: ObjectStore
-    catalog: Mapping[str, ModelSpec]
-    chain: ProviderChain
-    state: JobState
-    cancels: CancelRegistry
-    settings: GenerationSettings
+__all__ = ["JobContext", "fail", "run_job"]
 
 
 async def emit(ctx: JobContext, data: EventData, *, transition: str | None) -> Event[Any]:
@@ -76,22 +54,6 @@ async def emit(ctx: JobContext, data: EventData, *, transition: str | None) -> E
     )
     await publish_event(ctx.broker, event, stream=GENERATION)
     return event
-
-
-def terminal_event(data: EventData) -> Event[Any]:
-    gid = data.generation_id  # type: ignore[attr-defined]
-    return make_event(data, source=SOURCE, subject=gid, event_id=transition_event_id(gid, "terminal"))
-
-
-async def settle(
-    ctx: JobContext, generation_id: uuid.UUID, data: EventData, *, kind: str, model: str
-) -> tuple[Event[Any], bool]:
-    """Record this outcome unless one is recorded, then publish the recorded one."""
-    stored, won = await ctx.state.settle(generation_id, terminal_event(data))
-    await publish_event(ctx.broker, stored, stream=GENERATION)
-    if won:
-        GENERATIONS.labels(kind=kind, model=model, status=STATUS.get(stored.type, "unknown")).inc()
-    return stored, won
 
 
 # What the worker accepts whatever published the request (the gateway validates more strictly).
@@ -127,27 +89,31 @@ def deadline_for(req: GenerationRequested, settings: GenerationSettings) -> floa
 async def run_job(ctx: JobContext, event: Event[GenerationRequested], *, attempt: int) -> None:
     req = event.data
     gid = req.generation_id
+    labels = Labels(req.kind, req.model)
     with log_context(generation_id=str(gid), user_id=str(req.user_id)):
         done = await ctx.state.terminal(gid)
-        if done is None:
-            done = await _recover_manifest(ctx, req)
         if done is not None:
             # Settled before (redelivered after the outcome, or canceled while queued).
             await publish_event(ctx.broker, done, stream=GENERATION)
             log.info("generation already settled, re-published its outcome", extra={"type": done.type})
             return
-        canceled = GenerationCanceled(user_id=req.user_id, generation_id=gid)
+        recovered = await _recover_manifest(ctx, req)
+        if recovered is not None:
+            await settle(ctx, recovered, labels=labels)
+            log.info("generation finished before its worker died, published its outcome")
+            return
+        canceled = terminal_event(GenerationCanceled(user_id=req.user_id, generation_id=gid))
         # Tracked before the flag is read: a cancel landing from now on reaches the token.
         with ctx.cancels.track(gid) as token:
             if await ctx.state.cancel_requested(gid):
                 # Canceled while queued: never runs.
-                await settle(ctx, gid, canceled, kind=req.kind, model=req.model)
+                await settle(ctx, canceled, labels=labels)
                 return
             try:
                 await _execute(ctx, event, attempt=attempt, token=token)
             except JobCanceled:
                 log.info("generation canceled while running")
-                await settle(ctx, gid, canceled, kind=req.kind, model=req.model)
+                await settle(ctx, canceled, labels=labels)
             except GenerationError as exc:
                 await fail(ctx, req, exc.code, public_message(exc, req.model), attempt=attempt, retryable=exc.retryable)
 
@@ -170,18 +136,16 @@ async def fail(
         error=ErrorInfo(code=code, message=message[:1000], retryable=retryable),
         attempts=attempt,
     )
-    await settle(ctx, req.generation_id, data, kind=req.kind, model=req.model)
+    await settle(ctx, terminal_event(data), labels=Labels(req.kind, req.model))
 
 
 async def _recover_manifest(ctx: JobContext, req: GenerationRequested) -> Event[Any] | None:
     """Outputs stored and the manifest written, but the outcome never recorded (the worker died
-    in between): record the manifest's event, so the same ``completed`` goes out."""
+    in between): the manifest's event, so that the same ``completed`` goes out."""
     key = manifest_key(req.user_id, req.generation_id)
     if await ctx.store.stat(key) is None:
         return None
-    completed = parse_event(await ctx.store.get(key))
-    stored, _ = await ctx.state.settle(req.generation_id, completed)
-    return stored
+    return parse_event(await ctx.store.get(key))
 
 
 async def _execute(ctx: JobContext, event: Event[GenerationRequested], *, attempt: int, token: CancelToken) -> None:
@@ -265,12 +229,13 @@ async def _execute(ctx: JobContext, event: Event[GenerationRequested], *, attemp
     )
     await ctx.store.put(manifest_key(req.user_id, gid), completed.model_dump_json().encode(), "application/json")
     await progress(1.0, "done")
-    stored, won = await ctx.state.settle(gid, completed)
-    if not won and stored.type != completed.type:
+
+    async def lost(_: Event[Any]) -> None:
+        # Settled otherwise meanwhile (a cancel raced the end): nobody pays for these outputs.
         await discard(ctx.store, user_id=req.user_id, generation_id=gid, outputs=outputs)
-    await publish_event(ctx.broker, stored, stream=GENERATION)
+
+    _, won = await settle(ctx, completed, labels=Labels(req.kind, req.model), on_other=lost)
     if won:
-        GENERATIONS.labels(kind=req.kind, model=req.model, status="succeeded").inc()
         GENERATION_DURATION.labels(kind=req.kind, phase="run").observe(run_s)
     log.info(
         "generation completed",

@@ -4,7 +4,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from genimage_common.catalog import DEFAULT_MODELS_FILE
-from genimage_common.redelivery import BACKOFF, MAX_DELIVER
+from genimage_common.redelivery import BACKOFF, MAX_DELIVER, RedeliveryPolicy
 from genimage_common.settings import CommonSettings, shared
 
 
@@ -24,7 +24,8 @@ class GenerationSettings(CommonSettings):
     # A job failing unexpectedly for its own reasons (a corrupt manifest, a bug) is redelivered
     # after these delays (s), at most max_deliveries times; then it fails and goes to the DLQ.
     # Deliveries that failed because object storage or NATS was away do not count: those are
-    # retried with the shared TRANSIENT_RETRY_* backoff for as long as the outage lasts.
+    # retried with the shared TRANSIENT_RETRY_* backoff for as long as the outage lasts. The
+    # worker's other consumers (cancels, deleted images, expired holds) follow the same bound.
     redelivery_backoff_s: list[float] = Field(default_factory=lambda: list(BACKOFF), min_length=1)
     max_deliveries: int = Field(MAX_DELIVER, ge=1, le=100)
     # Running jobs get this long to finish on shutdown before they are handed back.
@@ -45,3 +46,9 @@ class GenerationSettings(CommonSettings):
 
     # Input images are uploads the gateway re-encoded; this guards the decoder anyway.
     max_input_pixels: int = Field(40_000_000, gt=0)
+
+    def redelivery_policy(self) -> RedeliveryPolicy:
+        """The worker's one redelivery policy: its job intake and its other consumers alike."""
+        return RedeliveryPolicy.from_settings(
+            self, max_deliver=self.max_deliveries, backoff_s=tuple(self.redelivery_backoff_s)
+        )

@@ -1,25 +1,27 @@
+"""``/v1/auth``: signup, login, rotating refresh tokens, logout."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from .. import identity, security
-from ..deps import ServicesDep
+from genimage_common.errors import Unauthorized
+
+from .. import identity, presenters, security
+from ..deps import ServicesDep, SessionDep
 from ..errors import RateLimited
 from ..ratelimit import Policy
-from ..schemas import Credentials, RefreshRequest, SignupOut, TokensOut, UserOut
+from ..schemas.identity import Credentials, RefreshRequest, SignupOut, TokensOut
 from .responses import errors
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
 @router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=SignupOut, responses=errors(409, 422, 429))
-async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
+async def signup(body: Credentials, services: ServicesDep, session: SessionDep) -> SignupOut:
     """Create an account; the signup credits follow shortly (billing grants them on the event)."""
-    async with services.sessions.begin() as session:
-        user, tokens = await identity.signup(session, services.settings, email=body.email, password=body.password)
-    services.relay.wake()
+    user, tokens = await identity.signup(session, services.settings, email=body.email, password=body.password)
     return SignupOut(
-        user=UserOut(**user.__dict__),
+        user=presenters.user(user),
         access_token=tokens.access_token,
         refresh_token=tokens.refresh_token,
         expires_in=tokens.expires_in,
@@ -27,7 +29,7 @@ async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
 
 
 @router.post("/login", response_model=TokensOut, responses=errors(401, 422, 429))
-async def login(body: Credentials, services: ServicesDep) -> TokensOut:
+async def login(body: Credentials, services: ServicesDep, session: SessionDep) -> TokensOut:
     """Exchange email and password for tokens. Attempts are limited per email address."""
     settings = services.settings
     decision = await services.limiter.hit(
@@ -38,25 +40,26 @@ async def login(body: Credentials, services: ServicesDep) -> TokensOut:
         raise RateLimited(
             "too many login attempts for this account", retry_after=decision.retry_after_s, policy="login"
         )
-    async with services.sessions.begin() as session:
-        _, tokens = await identity.login(session, services.settings, email=body.email, password=body.password)
+    _, tokens = await identity.login(session, services.settings, email=body.email, password=body.password)
     return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
 
 
 @router.post("/refresh", response_model=TokensOut, responses=errors(401, 422, 429))
 async def refresh(body: RefreshRequest, services: ServicesDep) -> TokensOut:
     """Exchange a refresh token for new tokens. Each refresh token works once."""
-    # Committed even when refused: revoking a reused token's family must stick.
-    async with services.sessions() as session:
+    refused: Unauthorized | None = None
+    async with services.uow.transaction() as session:
         try:
             tokens = await identity.refresh(session, services.settings, refresh_token=body.refresh_token)
-        finally:
-            await session.commit()
+        except Unauthorized as exc:
+            # Committed all the same: revoking a reused token's family must stick.
+            refused = exc
+    if refused is not None:
+        raise refused
     return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(422, 429))
-async def logout(body: RefreshRequest, services: ServicesDep) -> None:
+async def logout(body: RefreshRequest, session: SessionDep) -> None:
     """Revoke the refresh token and every token of its login."""
-    async with services.sessions.begin() as session:
-        await identity.logout(session, refresh_token=body.refresh_token)
+    await identity.logout(session, refresh_token=body.refresh_token)

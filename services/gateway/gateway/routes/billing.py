@@ -1,3 +1,5 @@
+"""``/v1/billing``: credit packs and Stripe purchases."""
+
 from __future__ import annotations
 
 import json
@@ -7,19 +9,19 @@ from fastapi import APIRouter, Header, Request
 
 from genimage_common.errors import ServiceUnavailable
 
-from .. import purchases
-from ..deps import ServicesDep
+from .. import presenters, purchases
+from ..deps import ReaderDep, ServicesDep
 from ..errors import BadRequest
-from ..schemas import PlansOut, StripeWebhookResult
+from ..schemas.billing import PlansOut, StripeWebhookResult
 from .responses import errors
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
 
 @router.get("/plans", response_model=PlansOut, responses=errors(429, 503))
-async def list_plans(services: ServicesDep) -> dict:
+async def list_plans(services: ServicesDep) -> PlansOut:
     """The credit packs on sale (no authentication needed)."""
-    return {"items": await purchases.plans(services)}
+    return PlansOut(items=[presenters.plan(p) for p in await purchases.plans(services)])
 
 
 @router.post(
@@ -55,6 +57,7 @@ async def list_plans(services: ServicesDep) -> dict:
 async def stripe_webhook(
     request: Request,
     services: ServicesDep,
+    session: ReaderDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature", max_length=2000)] = None,
 ) -> dict:
     """Stripe calls this. The `Stripe-Signature` is verified (with a timestamp tolerance);
@@ -73,4 +76,4 @@ async def stripe_webhook(
         raise BadRequest("the payload is not JSON") from exc
     if not isinstance(event, dict):
         raise BadRequest("the payload is not a Stripe event")
-    return await purchases.handle_event(services, event)
+    return await purchases.handle_event(services, session, event)

@@ -1,29 +1,29 @@
+"""``/v1/boards``: the user's collections of images."""
+
 from __future__ import annotations
 
 import uuid
 
 from fastapi import APIRouter, Response, status
 
+from genimage_common.contracts.gallery import BoardRef, CreateBoard, PageRequest, RenameBoard, SetBoardImage
+
+from .. import presenters
 from ..deps import CurrentUser, ServicesDep
-from ..gallery_schemas import BoardIn, BoardOut
-from ..schemas import Page
-from .images import gallery
+from ..schemas.boards import BoardIn, BoardOut
+from ..schemas.common import Page
 from .params import Cursor, Limit
 from .responses import errors
 
 router = APIRouter(prefix="/v1/boards", tags=["boards"])
 
 
-def _ref(user: CurrentUser, board_id: uuid.UUID) -> dict[str, str]:
-    return {"user_id": str(user.id), "board_id": str(board_id)}
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BoardOut, responses=errors(401, 409, 422, 503))
-async def create_board(body: BoardIn, user: CurrentUser, services: ServicesDep, response: Response) -> dict:
+async def create_board(body: BoardIn, user: CurrentUser, services: ServicesDep, response: Response) -> BoardOut:
     """A new, empty board."""
-    board = await gallery(services, "create_board", {"user_id": str(user.id), "name": body.name})
-    response.headers["Location"] = f"/v1/boards/{board['id']}"
-    return board
+    board = await services.gallery.create_board(CreateBoard(user_id=user.id, name=body.name))
+    response.headers["Location"] = f"/v1/boards/{board.id}"
+    return presenters.board(board)
 
 
 @router.get("", response_model=Page[BoardOut], responses=errors(401, 422, 503))
@@ -32,25 +32,27 @@ async def list_boards(
     services: ServicesDep,
     limit: Limit = 20,
     cursor: Cursor = None,
-) -> dict:
+) -> Page[BoardOut]:
     """The user's boards, newest first."""
-    return await gallery(services, "list_boards", {"user_id": str(user.id), "limit": limit, "cursor": cursor})
+    page = await services.gallery.list_boards(PageRequest(user_id=user.id, limit=limit, cursor=cursor))
+    return Page(items=[presenters.board(b) for b in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{board_id}", response_model=BoardOut, responses=errors(401, 404, 503))
-async def get_board(board_id: uuid.UUID, user: CurrentUser, services: ServicesDep) -> dict:
-    return await gallery(services, "get_board", _ref(user, board_id))
+async def get_board(board_id: uuid.UUID, user: CurrentUser, services: ServicesDep) -> BoardOut:
+    return presenters.board(await services.gallery.get_board(BoardRef(user_id=user.id, board_id=board_id)))
 
 
 @router.patch("/{board_id}", response_model=BoardOut, responses=errors(401, 404, 422, 503))
-async def rename_board(board_id: uuid.UUID, body: BoardIn, user: CurrentUser, services: ServicesDep) -> dict:
-    return await gallery(services, "rename_board", {**_ref(user, board_id), "name": body.name})
+async def rename_board(board_id: uuid.UUID, body: BoardIn, user: CurrentUser, services: ServicesDep) -> BoardOut:
+    renamed = await services.gallery.rename_board(RenameBoard(user_id=user.id, board_id=board_id, name=body.name))
+    return presenters.board(renamed)
 
 
 @router.delete("/{board_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 503))
 async def delete_board(board_id: uuid.UUID, user: CurrentUser, services: ServicesDep) -> Response:
     """Delete the board; its images stay in the gallery."""
-    await gallery(services, "delete_board", _ref(user, board_id))
+    await services.gallery.delete_board(BoardRef(user_id=user.id, board_id=board_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -59,12 +61,14 @@ async def delete_board(board_id: uuid.UUID, user: CurrentUser, services: Service
 )
 async def add_image(board_id: uuid.UUID, image_id: uuid.UUID, user: CurrentUser, services: ServicesDep) -> Response:
     """Put an image on the board (idempotent); an image may sit on several boards."""
-    await gallery(services, "set_board_image", {**_ref(user, board_id), "image_id": str(image_id), "member": True})
+    member = SetBoardImage(user_id=user.id, board_id=board_id, image_id=image_id, member=True)
+    await services.gallery.set_board_image(member)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/{board_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 503))
 async def remove_image(board_id: uuid.UUID, image_id: uuid.UUID, user: CurrentUser, services: ServicesDep) -> Response:
     """Take an image off the board (idempotent); the image stays in the gallery."""
-    await gallery(services, "set_board_image", {**_ref(user, board_id), "image_id": str(image_id), "member": False})
+    member = SetBoardImage(user_id=user.id, board_id=board_id, image_id=image_id, member=False)
+    await services.gallery.set_board_image(member)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,13 +1,15 @@
+"""Server-Sent Events: everything of the user, or one generation's events."""
+
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse
 
 from .. import generations, live
-from ..deps import CurrentUser, ServicesDep
+from ..deps import CurrentUser, LinksDep, ServicesDep
 from .responses import errors
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -36,26 +38,22 @@ SSE_RESPONSE = {
 }
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 @router.get(
     "/events",
     response_class=EventSourceResponse,
     responses={**SSE_RESPONSE, **errors(401, 422, 429, 503)},
 )
 async def user_events(
-    request: Request,
     user: CurrentUser,
     services: ServicesDep,
+    links: LinksDep,
     last_event_id: Annotated[str | None, LAST_EVENT_ID] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of everything that happens to the user's generations, credits and
     images, live; resumable with `Last-Event-ID`. Ids look like `42-7-3`."""
     live.parse_cursor(last_event_id, len(live.USER_FEED))  # 422 now rather than mid-stream
     feed = live.user_feed(
-        services.broker.connection.jetstream(), user_id=user.id, last_event_id=last_event_id, base_url=_base(request)
+        services.broker.connection.jetstream(), user_id=user.id, last_event_id=last_event_id, links=links
     )
     return EventSourceResponse(feed, ping=services.settings.sse_heartbeat_s, send_timeout=30)
 
@@ -67,9 +65,9 @@ async def user_events(
 )
 async def generation_events(
     generation_id: uuid.UUID,
-    request: Request,
     user: CurrentUser,
     services: ServicesDep,
+    links: LinksDep,
     last_event_id: Annotated[str | None, LAST_EVENT_ID] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of one generation from its start (or after `Last-Event-ID`); the
@@ -81,6 +79,6 @@ async def generation_events(
         user_id=user.id,
         generation=found,
         last_event_id=last_event_id,
-        base_url=_base(request),
+        links=links,
     )
     return EventSourceResponse(feed, ping=services.settings.sse_heartbeat_s, send_timeout=30)

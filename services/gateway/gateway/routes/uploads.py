@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile, status
 
 from ..deps import CurrentUser, ServicesDep
-from ..schemas import UploadOut
+from ..schemas.uploads import UploadOut
 from .responses import errors
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from .. import webhooks
 from ..deps import CurrentUser, ServicesDep
-from ..schemas import WebhookSecretOut
+from ..schemas.webhooks import WebhookSecretOut
 from .responses import errors
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])

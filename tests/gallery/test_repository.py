@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gallery import queries
+from gallery import repository
 from genimage_common import events as ev
 from genimage_common.errors import NotFound, ValidationFailed
 from genimage_common.ids import image_id_for, new_id
@@ -19,8 +19,8 @@ from .factories import Events
 
 async def page(model: Model, user_id: uuid.UUID, *, limit: int = 20, cursor: str | None = None, **filters: Any):
     async with model.sessions() as s:
-        return await queries.list_images(
-            s, user_id=user_id, limit=limit, cursor=cursor, filters=queries.ImageFilter(**filters)
+        return await repository.list_images(
+            s, user_id=user_id, limit=limit, cursor=cursor, filters=repository.ImageFilter(**filters)
         )
 
 

@@ -1,4 +1,6 @@
-"""Reads of the read model, always scoped to their owner: another user's id is not found.
+"""The repository of the read model: every read, always scoped to its owner (another user's id
+is not found), and the row locks the commands decide on (``for_update``). SQL only: it never
+writes nor commits.
 
 Lists are keyset-paginated, newest first with ties broken by id (a search with ``q`` ranks by
 relevance first); sort keys never change once a row is visible, so a page never repeats or
@@ -16,76 +18,16 @@ from sqlalchemy import Float, Row, Select, and_, func, literal, not_, or_, selec
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from genimage_common.contracts.status import GenerationStatus
 from genimage_common.errors import NotFound
 
 from . import cursors
 from .models import board_images, boards, generations, images
+from .records import board_dict, generation_dict, image_dict, public_image
 
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+STATUSES = tuple(GenerationStatus)
 # Every column but the search vector, which no answer needs (and which is the widest).
 IMAGE_COLUMNS = [c for c in images.c if c.name != "search"]
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def image_dict(r: Row[Any]) -> dict[str, Any]:
-    return {
-        "id": str(r.id),
-        "generation_id": str(r.generation_id),
-        "index": r.index,
-        "kind": r.kind,
-        "prompt": r.prompt,
-        "content_type": r.content_type,
-        "width": r.width,
-        "height": r.height,
-        "bytes": r.bytes,
-        "sha256": r.sha256,
-        "duration_s": r.duration_s,
-        "favorite": r.favorite,
-        "published": r.published,
-        "published_at": _iso(r.published_at),
-        "trashed_at": _iso(r.deleted_at),
-        "board_ids": [str(b) for b in getattr(r, "board_ids", None) or []],
-        "created_at": _iso(r.created_at),
-        "object_key": r.object_key,
-        "thumbnail_key": r.thumbnail_key,
-    }
-
-
-def generation_dict(r: Row[Any], outputs: list[dict[str, Any]], queue_position: int | None) -> dict[str, Any]:
-    if r.charged is not None:
-        cost = r.charged
-    elif r.refunded is not None:
-        cost = 0  # voided: nothing was charged
-    else:
-        cost = r.cost
-    return {
-        "id": str(r.id),
-        "status": r.status,
-        "kind": r.kind,
-        "prompt": r.prompt,
-        "negative_prompt": r.negative_prompt,
-        "model": r.model,
-        "width": r.width,
-        "height": r.height,
-        "n": r.n,
-        "seed": r.seed,
-        "output_format": r.output_format,
-        "progress": r.progress,
-        "cost": cost,
-        "refunded": r.refunded,
-        "provider": r.provider,
-        "outputs": outputs,
-        "error": r.error,
-        "timings": r.timings,
-        "queue_position": queue_position,
-        "created_at": _iso(r.requested_at or r.created_at),
-        "started_at": _iso(r.started_at),
-        "finished_at": _iso(r.finished_at),
-        "updated_at": _iso(r.updated_at),
-    }
 
 
 def _page(stmt: Any, table: Any, cursor: str | None, limit: int, key: str = "created_at") -> Any:
@@ -107,13 +49,13 @@ def _next(rows: list[Row[Any]], limit: int, key: str = "created_at") -> str | No
 
 
 async def _queue_position(session: AsyncSession, row: Row[Any]) -> int | None:
-    if row.status != "queued" or row.requested_at is None:
+    if row.status != GenerationStatus.QUEUED or row.requested_at is None:
         return None
     ahead = await session.scalar(
         select(func.count())
         .select_from(generations)
         .where(
-            generations.c.status == "queued",
+            generations.c.status == GenerationStatus.QUEUED.value,
             or_(
                 generations.c.requested_at < row.requested_at,
                 and_(generations.c.requested_at == row.requested_at, generations.c.id < row.id),
@@ -130,7 +72,7 @@ async def _outputs(session: AsyncSession, generation_ids: list[uuid.UUID]) -> di
             select(*IMAGE_COLUMNS)
             .where(
                 images.c.generation_id.in_(generation_ids),
-                images.c.deleted_at.is_(None),
+                images.c.trashed_at.is_(None),
                 images.c.created_at.is_not(None),
             )
             .order_by(images.c.index)
@@ -209,7 +151,7 @@ def images_statement(*, user_id: uuid.UUID, limit: int, cursor: str | None, filt
     stmt = select(*IMAGE_COLUMNS, BOARD_IDS).where(
         i.user_id == user_id,
         i.created_at.is_not(None),  # stubs are not shown
-        i.deleted_at.is_not(None) if filters.trashed else i.deleted_at.is_(None),
+        i.trashed_at.is_not(None) if filters.trashed else i.trashed_at.is_(None),
     )
     if filters.favorite is not None:
         stmt = stmt.where(_flag(i.favorite, filters.favorite))
@@ -304,20 +246,11 @@ def _image_count(board_id: Any) -> Any:
         .where(
             board_images.c.board_id == board_id,
             board_images.c.member,
-            images.c.deleted_at.is_(None),
+            images.c.trashed_at.is_(None),
             images.c.created_at.is_not(None),
         )
         .scalar_subquery()
     )
-
-
-def board_dict(r: Row[Any]) -> dict[str, Any]:
-    return {
-        "id": str(r.id),
-        "name": r.name,
-        "image_count": r.image_count,
-        "created_at": _iso(r.created_at),
-    }
 
 
 async def get_board(session: AsyncSession, *, user_id: uuid.UUID, board_id: uuid.UUID) -> dict[str, Any]:
@@ -341,23 +274,8 @@ async def list_boards(session: AsyncSession, *, user_id: uuid.UUID, limit: int, 
 # --- feed and stats -----------------------------------------------------------------------
 
 
-def _public(r: Row[Any]) -> dict[str, Any]:
-    """What anyone may see of a published image: no owner, no generation, no private flag."""
-    return {
-        "id": str(r.id),
-        "kind": r.kind,
-        "prompt": r.prompt,
-        "content_type": r.content_type,
-        "width": r.width,
-        "height": r.height,
-        "duration_s": r.duration_s,
-        "created_at": _iso(r.created_at),
-        "published_at": _iso(r.published_at),
-    }
-
-
 def _in_feed() -> list[Any]:
-    return [images.c.published, images.c.deleted_at.is_(None), images.c.object_key.is_not(None)]
+    return [images.c.published, images.c.trashed_at.is_(None), images.c.object_key.is_not(None)]
 
 
 async def feed(session: AsyncSession, *, limit: int, cursor: str | None, kind: str | None = None) -> dict[str, Any]:
@@ -365,7 +283,7 @@ async def feed(session: AsyncSession, *, limit: int, cursor: str | None, kind: s
     if kind is not None:
         stmt = stmt.where(images.c.kind == kind)
     rows = list((await session.execute(_page(stmt, images, cursor, limit, key="published_at"))).all())
-    return {"items": [_public(r) for r in rows[:limit]], "next_cursor": _next(rows, limit, key="published_at")}
+    return {"items": [public_image(r) for r in rows[:limit]], "next_cursor": _next(rows, limit, key="published_at")}
 
 
 async def get_published_image(session: AsyncSession, *, image_id: uuid.UUID) -> dict[str, Any]:
@@ -373,7 +291,7 @@ async def get_published_image(session: AsyncSession, *, image_id: uuid.UUID) -> 
     row = (await session.execute(select(*IMAGE_COLUMNS).where(images.c.id == image_id, *_in_feed()))).first()
     if row is None:
         raise NotFound("image not found")
-    return {**_public(row), "object_key": row.object_key, "thumbnail_key": row.thumbnail_key}
+    return {**public_image(row), "object_key": row.object_key, "thumbnail_key": row.thumbnail_key}
 
 
 async def stats(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, Any]:
@@ -388,7 +306,7 @@ async def stats(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, Any]:
     spent = await session.scalar(
         select(func.coalesce(func.sum(generations.c.charged), 0)).where(generations.c.user_id == user_id)
     )
-    live = images.c.deleted_at.is_(None)
+    live = images.c.trashed_at.is_(None)
     counts = (
         await session.execute(
             select(
@@ -396,7 +314,7 @@ async def stats(session: AsyncSession, *, user_id: uuid.UUID) -> dict[str, Any]:
                 func.count().filter(live, images.c.kind == "video").label("videos"),
                 func.count().filter(live, images.c.favorite).label("favorites"),
                 func.count().filter(live, images.c.published).label("published"),
-                func.count().filter(images.c.deleted_at.is_not(None)).label("trashed"),
+                func.count().filter(images.c.trashed_at.is_not(None)).label("trashed"),
             ).where(images.c.user_id == user_id, images.c.created_at.is_not(None))
         )
     ).one()
