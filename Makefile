@@ -11,7 +11,7 @@ SOURCES := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) requireme
 # promtool checks deploy/prometheus in the suite (tests/ops); not on PyPI, see deploy/tools/install-promtool.sh.
 PROMTOOL := $(BIN)/promtool
 
-.PHONY: run test lint fmt install tools clean-data constraints
+.PHONY: run test lint fmt install tools clean-data constraints faults
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ run: $(STAMP)
 
 test: $(STAMP) $(PROMTOOL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long fault matrix (>= 1,000 generations, every fault several times) against a private stack:
+# prints the faults x invariants table, writes bench/results/faults.json and faults.md.
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults --long $(FAULTS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench

@@ -21,11 +21,10 @@ def test_prices_are_configurable_from_environment(monkeypatch: pytest.MonkeyPatc
     assert p.signup_grant == 100
 
 
-def test_delivered_cost_never_exceeds_the_reservation() -> None:
-    p = Pricing()
-    assert p.delivered_cost("image", delivered=2, reserved=20) == 10
-    assert p.delivered_cost("image", delivered=9, reserved=20) == 20
-    assert p.delivered_cost("image", delivered=0, reserved=20) == 0
+def test_the_delivered_share_never_exceeds_the_reservation() -> None:
+    assert share(20, 4, 2) == 10
+    assert share(20, 4, 9) == 20
+    assert share(20, 4, 0) == 0
 
 
 def test_the_delivered_share_is_proportional_rounded_down_and_bounded() -> None:

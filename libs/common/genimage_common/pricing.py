@@ -34,9 +34,3 @@ class Pricing(BaseSettings):
         if n < 1:
             raise ValueError("n must be at least 1")
         return self.unit_cost(kind) * n
-
-    def delivered_cost(self, kind: Kind, *, delivered: int, reserved: int) -> int:
-        """``share`` of a reservation made at this list price (its units are ``reserved`` over the
-        unit cost). Kept for tests/faults until it calls ``share`` with the request's ``n``."""
-        unit = self.unit_cost(kind)
-        return share(reserved, max(reserved // unit, 1), delivered) if unit else 0

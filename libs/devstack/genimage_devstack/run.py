@@ -1,5 +1,6 @@
-"""``make run``: infrastructure, streams, migrations and the four services, logs prefixed; Ctrl-C
-stops everything it started, in reverse order. State lives under ``.data/`` and survives restarts."""
+"""``make run``: infrastructure, streams, migrations and the four services under a supervisor
+(a service that dies is restarted with backoff, logged), logs prefixed; Ctrl-C stops everything
+it started, in reverse order. State lives under ``.data/`` and survives restarts."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from .infra import Infra, Ports
-from .stack import DEFAULT_PORTS, SERVICES, ServiceProcess, prepare, pump_prefixed, service_env
+from .stack import DEFAULT_PORTS, SERVICES, ServiceProcess, prepare, service_env
+from .supervisor import Backoff, Supervisor
 
 
 def _port(name: str, default: int) -> int:
@@ -33,10 +34,18 @@ def main(argv: list[str] | None = None) -> None:
         run_stack(args.data_dir.resolve())
 
 
-def run_stack(data_dir: Path) -> None:
-    stop = threading.Event()
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _already_stopping(_signum: int, _frame: object) -> None:
+    print("[devstack] already stopping, please wait", flush=True)
+
+
+def run_stack(data_dir: Path, *, backoff: Backoff | None = None) -> None:
+    # Ctrl-C or SIGTERM at any point (also while starting) unwinds into the `finally` below.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, _interrupt)
 
     ports = Ports(
         nats=_port("GENIMAGE_NATS_PORT", 4222),
@@ -46,34 +55,36 @@ def run_stack(data_dir: Path) -> None:
     )
     service_ports = {n: _port(f"{n.upper()}_PORT", DEFAULT_PORTS[n]) for n in SERVICES}
     infra = Infra(data_dir, ports)
-    procs: list[ServiceProcess] = []
+    supervisor: Supervisor | None = None
     try:
         print(f"[devstack] starting infrastructure under {data_dir}", flush=True)
         endpoints = infra.start()
         print(f"[devstack] NATS {endpoints.nats_url}  PostgreSQL {endpoints.database_url}  S3 {endpoints.s3_endpoint}")
         env = service_env(endpoints)
         prepare(endpoints, env)
-        for name in SERVICES:
-            p = ServiceProcess(name, service_ports[name], env)
-            popen = p.start(stdout=subprocess.PIPE)
-            assert popen.stdout is not None
-            pump_prefixed(name, popen.stdout, sys.stdout)
-            procs.append(p)
-        for p in procs:
-            p.wait_ready()
+        # A service that dies is restarted with backoff; the stack no longer stops with it.
+        supervisor = Supervisor(
+            [ServiceProcess(name, service_ports[name], env) for name in SERVICES],
+            backoff=backoff or Backoff(),
+            output=sys.stdout,
+        )
+        supervisor.start()
         gw = service_ports["gateway"]
         print(
             f"\n  genimage is running: http://127.0.0.1:{gw}  (API docs: http://127.0.0.1:{gw}/docs)\n"
-            "  Ctrl-C stops everything.\n",
+            "  A service that exits is restarted. Ctrl-C stops everything.\n",
             flush=True,
         )
-        while not stop.is_set():
-            if any(p.proc.popen and p.proc.popen.poll() is not None for p in procs):
-                print("[devstack] a service exited; stopping the stack", flush=True)
-                break
-            stop.wait(0.5)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
     finally:
+        # A second Ctrl-C must not cut the shutdown short (PostgreSQL would then need recovery).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _already_stopping)
         print("[devstack] stopping", flush=True)
-        for p in reversed(procs):
-            p.stop()
-        infra.stop()
+        try:
+            if supervisor is not None:
+                supervisor.stop()
+        finally:
+            infra.stop()
