@@ -17,7 +17,12 @@ every other consumer's (``genimage_common.delivery.handle_failure``):
 - a message delivered more than ``max_deliveries`` times, not counting transient failures (each
   attempt killed its worker): the job fails and the message is dead-lettered without running;
 - shutdown: running jobs get ``shutdown_grace_s``, then they are handed back (nak) for
-  another replica.
+  another replica;
+- a delivery of a job this replica is already running (JetStream redelivered it because the
+  in-progress acks failed, e.g. while NATS restarted): it never starts a second run (two runs
+  would upload twice and publish progress after the outcome). It is attached to the running
+  job: the heartbeat marks it in progress with the first, and it is settled with the first's
+  verdict when the job ends.
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class JobIntake:
         self.settings = ctx.settings
         self._slots = asyncio.Semaphore(ctx.settings.concurrency)
         self._running: set[asyncio.Task[None]] = set()
+        # The jobs this replica runs, by generation id: the deliveries of each (the first one
+        # that runs it, then redeliveries attached to it), all in-progress-acked and settled together.
+        self._jobs: dict[uuid.UUID, list[Msg]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._sub: Any = None
@@ -143,6 +151,11 @@ class JobIntake:
     def running(self) -> int:
         return len(self._running)
 
+    @property
+    def generations(self) -> frozenset[uuid.UUID]:
+        """The generations this replica is running now."""
+        return frozenset(self._jobs)
+
     async def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
             await self._slots.acquire()
@@ -174,17 +187,22 @@ class JobIntake:
         if not task.cancelled() and task.exception() is not None:
             log.error("job handler crashed", exc_info=task.exception())
 
-    async def _heartbeat(self, msg: Msg, generation_id: uuid.UUID) -> None:
-        """In-progress acks while the job runs. Also re-reads the cancel flag: the KV watch is
-        the fast path to a running job, this is its safety net."""
+    async def _heartbeat(self, deliveries: list[Msg], generation_id: uuid.UUID) -> None:
+        """In-progress acks while the job runs, for each of its deliveries. Also re-reads the
+        cancel flag: the KV watch is the fast path to a running job, this is its safety net."""
         interval = max(0.5, self.settings.ack_wait_s / 3)
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for msg in list(deliveries):
+                with contextlib.suppress(Exception):
+                    await self._keep_alive(msg)
             with contextlib.suppress(Exception):
                 if await self.ctx.state.cancel_requested(generation_id):
                     self.ctx.cancels.cancel(generation_id)
+
+    @staticmethod
+    async def _keep_alive(msg: Msg) -> None:
+        await msg.in_progress()
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -192,22 +210,50 @@ class JobIntake:
         except Poison as exc:
             await self._settle(msg, await self._failed(msg, exc, failure=Failure.POISON))
             return
-        heartbeat = asyncio.create_task(self._heartbeat(msg, event.data.generation_id))
+        gid = event.data.generation_id
+        running = self._jobs.get(gid)
+        if running is not None:
+            # Redelivered while it runs here: one run only. Mark it in progress at once (the
+            # next heartbeat may be a while away); its slot is free again when we return.
+            running.append(msg)
+            with contextlib.suppress(Exception):
+                await self._keep_alive(msg)
+            with log_context(generation_id=str(gid)):
+                log.warning(
+                    "job redelivered while it runs here, attached to the running job",
+                    extra={"delivered": msg.metadata.num_delivered},
+                )
+            return
+        deliveries = [msg]
+        self._jobs[gid] = deliveries
+        heartbeat = asyncio.create_task(self._heartbeat(deliveries, gid))
         JOBS_RUNNING.inc()
         parent = propagate.extract(dict(msg.headers or {}))
         try:
             with tracer.start_as_current_span(
                 "generation.requested process", context=parent, kind=trace.SpanKind.CONSUMER
             ):
-                await self._settle(msg, await self._process(msg, event))
+                verdict = await self._process(msg, event)
+            # Released before settling (no await in between): a delivery arriving from now on
+            # runs on its own and finds the outcome recorded (or retries a job handed back).
+            self._release(gid, deliveries)
+            for delivery in deliveries:
+                await self._settle(delivery, verdict)
         except asyncio.CancelledError:
             # Shutdown: hand the job back now rather than after ack_wait.
-            with contextlib.suppress(Exception):
-                await msg.nak()
+            self._release(gid, deliveries)
+            for delivery in deliveries:
+                with contextlib.suppress(Exception):
+                    await delivery.nak()
             raise
         finally:
+            self._release(gid, deliveries)
             heartbeat.cancel()
             JOBS_RUNNING.dec()
+
+    def _release(self, generation_id: uuid.UUID, deliveries: list[Msg]) -> None:
+        if self._jobs.get(generation_id) is deliveries:
+            del self._jobs[generation_id]
 
     async def _process(self, msg: Msg, event: Event[GenerationRequested]) -> Verdict | None:
         """Run the job; None when it is done (whatever its outcome), else what to do with it."""

@@ -148,6 +148,16 @@ async def _recover_manifest(ctx: JobContext, req: GenerationRequested) -> Event[
     return parse_event(await ctx.store.get(key))
 
 
+async def _settled(ctx: JobContext, generation_id: Any) -> bool:
+    """Whether the generation's outcome is recorded. When that cannot be read (the state bucket
+    is on NATS), the progress is published as before: its publish meets the same outage."""
+    try:
+        return await ctx.state.terminal(generation_id) is not None
+    except Exception as exc:
+        log.debug("could not read the terminal state", extra={"error": repr(exc)})
+        return False
+
+
 async def _execute(ctx: JobContext, event: Event[GenerationRequested], *, attempt: int, token: CancelToken) -> None:
     req = event.data
     gid = req.generation_id
@@ -174,6 +184,11 @@ async def _execute(ctx: JobContext, event: Event[GenerationRequested], *, attemp
         if value < 1 and now - last_progress < ctx.settings.progress_interval_s:
             return
         last_progress = now
+        if await _settled(ctx, gid):
+            # Ended meanwhile (elsewhere: this job redelivered to another replica, or a cancel or
+            # an expired hold): no progress may follow the terminal event; stop rendering.
+            token.cancel()
+            return
         data = GenerationProgress(
             user_id=req.user_id, generation_id=gid, progress=round(min(value, 1.0), 3), stage=stage
         )

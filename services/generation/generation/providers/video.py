@@ -17,6 +17,11 @@ from PIL import Image
 from .. import imaging
 
 FPS = 24
+# Encoder threads, pinned: x264 with N threads cuts each frame into N slices, so "auto" (the
+# host's core count) would make the bytes depend on the machine. Output must be a pure
+# function of the request (a re-run, on any replica, uploads the very bytes whose sha256 the
+# ``completed`` event carries).
+ENCODER_THREADS = 2
 # The canvas is this much larger than the frame: room to pan and zoom without borders.
 CANVAS_SCALE = 1.25
 ZOOM = 0.18
@@ -78,12 +83,21 @@ def render_clip(
     fd, path = tempfile.mkstemp(suffix=".mp4", prefix="genimage-")
     os.close(fd)
     try:
-        with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "21"})
+        # Deterministic bytes: bitexact leaves out the muxer's version string (and any wall-clock
+        # creation/modification time in mvhd/tkhd stays 0), threads and slicing are pinned.
+        muxer = {"movflags": "+faststart", "fflags": "+bitexact"}
+        with av.open(path, mode="w", format="mp4", options=muxer) as container:
+            stream = container.add_stream(
+                "libx264",
+                rate=FPS,
+                options={"preset": "veryfast", "crf": "21", "flags": "+bitexact", "x264-params": "non-deterministic=0"},
+            )
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
             stream.time_base = Fraction(1, FPS)
             stream.codec_context.gop_size = FPS * 2
+            stream.codec_context.thread_type = "SLICE"
+            stream.codec_context.thread_count = ENCODER_THREADS
             for i in range(frames):
                 check()
                 t = i / (frames - 1) if frames > 1 else 0.0
