@@ -26,7 +26,7 @@ from genimage_common.streams import ensure_streams
 from genimage_common.telemetry import build_info, configure_tracing, instrument_fastapi
 from genimage_common.unit_of_work import UnitOfWork
 
-from . import asyncapi, consumers, openapi, problems, repository
+from . import asyncapi, consumers, idempotency, openapi, problems, repository
 from .deps import Services
 from .gatekeeper import Gatekeeper
 from .models import outbox
@@ -167,7 +167,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.services = services
         broker.context.set_global("services", services)
         relay.start()
-        tasks: list[asyncio.Task[None]] = []
+        # Outcomes of idempotent requests this replica could not store while the database was
+        # away: its own, so it runs whatever GATEWAY_BACKGROUND_WORKERS says.
+        tasks: list[asyncio.Task[None]] = [
+            asyncio.create_task(idempotency.settle_forever(services), name="idempotency-settle")
+        ]
         if services.webhook_sender is not None:
             services.webhook_sender.start()
             tasks.append(asyncio.create_task(_purge_forever(services), name="idempotency-purge"))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -24,6 +25,7 @@ from .presenters import Links
 from .settings import GatewaySettings
 
 if TYPE_CHECKING:
+    from .idempotency import Unsettled
     from .oidc import OidcVerifier
     from .ratelimit import InflightSlots, RateLimiter
     from .uploads import UploadService
@@ -49,6 +51,9 @@ class Services:
     uploads: UploadService
     oidc: OidcVerifier | None = None
     webhook_sender: WebhookSender | None = None
+    # Idempotency keys whose outcome or release this replica could not store while the
+    # database was away: stored as soon as it is back (``idempotency``).
+    unsettled_keys: dict[tuple[uuid.UUID, str], Unsettled] = field(default_factory=dict)
 
 
 def _services(request: Request) -> Services:

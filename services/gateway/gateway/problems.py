@@ -12,12 +12,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genimage_common.errors import DomainError
+from genimage_common.redelivery import is_transient
 
 from .errors import RateLimited
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
+TRANSIENT_RETRY_AFTER_S = 2
 
 HTTP_CODES = {
     400: ("bad_request", "Bad request"),
@@ -98,5 +100,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            # A dependency away (a lost database connection, NATS reconnecting): the request may
+            # succeed when retried, which a 500 does not say.
+            log.warning("dependency unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]})
+            return problem(
+                503,
+                "service_unavailable",
+                "Service unavailable",
+                "a dependency is unavailable; retry later",
+                request,
+                {"Retry-After": str(TRANSIENT_RETRY_AFTER_S)},
+                retry_after=TRANSIENT_RETRY_AFTER_S,
+            )
         log.exception("unhandled error", extra={"path": request.url.path})
         return problem(500, "internal_error", "Internal error", None, request)

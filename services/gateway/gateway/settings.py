@@ -81,6 +81,9 @@ class GatewaySettings(CommonSettings):
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
     # A request holding a key longer than this (a crashed replica) no longer blocks it.
     idempotency_lease_s: float = Field(120, ge=5)
+    # Storing a request's outcome (or giving its key back) is retried on fresh connections for
+    # this long; past it the client hears 503 and this replica keeps retrying in the background.
+    idempotency_store_deadline_s: float = Field(3, gt=0, le=30)
 
     # --- live progress -------------------------------------------------------------------------
     prefer_wait_max_s: float = Field(60, ge=0, le=60)
