@@ -1,4 +1,4 @@
-"""Test users and generations through the public API."""
+"""Test users, generations and errors through the public API."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import eventually
+from tests.polling import eventually
+
+# Every error of the API is RFC 9457 problem+json (written here, not imported from the gateway,
+# so that a test fails if the gateway changes it).
+PROBLEM = "application/problem+json"
 
 
 @dataclass
@@ -54,3 +58,26 @@ def wait_terminal(api: httpx.Client, user: TestUser, generation_id: str, timeout
         return body if body["status"] in TERMINAL else None
 
     return eventually(probe, timeout=timeout, what=f"generation {generation_id} finished")
+
+
+def generated(api: httpx.Client, user: TestUser, prompt: str, **body: Any) -> dict[str, Any]:
+    """One image generation queued and run to success; its final state."""
+    r = api.post("/v1/generations", headers=user.auth, json={"kind": "image", "prompt": prompt, **body})
+    assert r.status_code == 202, r.text
+    done = wait_terminal(api, user, r.json()["id"])
+    assert done["status"] == "succeeded", done
+    return done
+
+
+def wait_credits(api: httpx.Client, user: TestUser, expected: dict[str, int], *, what: str = "credits settled") -> None:
+    """Poll the user's balance until it is ``expected`` ({"available": ..., "reserved": ...})."""
+    eventually(lambda: api.get("/v1/credits", headers=user.auth).json() == expected, what=what)
+
+
+def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is a problem+json of ``status`` with the stable ``code``; its body."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers
+    body = r.json()
+    assert body["code"] == code and body["status"] == status, body
+    return body

@@ -1,5 +1,6 @@
 """Session fixtures: real NATS, PostgreSQL and S3 processes on free loopback ports (or
-containers with GENIMAGE_INFRA=containers), stopped afterwards — also when tests fail."""
+containers with GENIMAGE_INFRA=containers), stopped afterwards — also when tests fail; a
+private NATS server per module; and the ``e2e``/``infra`` marks of the tests that start them."""
 
 from __future__ import annotations
 
@@ -13,12 +14,19 @@ import httpx
 import pytest
 
 from genimage_devstack.infra import Endpoints, Infra, Ports
-from genimage_devstack.processes import free_port
+from genimage_devstack.processes import NatsServer, free_port
 from genimage_devstack.stack import SERVICES, ServiceProcess, prepare, service_env, start_services
+from tests.marks import mark_process_tests, starts_infra, starts_services
+from tests.private_nats import private_nats_server
 from tests.session_env import SESSION_ENV
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_process_tests(items)
+
+
 @pytest.fixture(scope="session")
+@starts_infra
 def infra() -> Iterator[Endpoints]:
     # Only what the tests start: an outer NATS_URL/DATABASE_URL/S3_ENDPOINT is not used here.
     environ = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "S3_ENDPOINT")}
@@ -44,6 +52,7 @@ def stack_env(infra: Endpoints) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+@starts_services
 def services(
     stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ServiceProcess]]:
@@ -56,6 +65,14 @@ def services(
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+@pytest.fixture(scope="module")
+@starts_infra
+def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A NATS server of this module alone, genimage's streams in place (tests/private_nats.py)."""
+    with private_nats_server(tmp_path_factory.mktemp("private-nats")) as server:
+        yield server
 
 
 @pytest.fixture()

@@ -1,16 +1,14 @@
-"""Billing fixtures: a migrated template database cloned per test (or per module), a private
-NATS server for in-process relays and billing service processes, and those processes."""
+"""Billing fixtures: a migrated template database cloned per test (or per module), and billing
+service processes on the module's private NATS server (``private_nats``, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import asyncpg
 import nats
@@ -20,23 +18,10 @@ from billing.deps import Deps
 from billing.settings import BillingSettings
 from genimage_common.database import SessionMaker, make_engine, make_sessionmaker
 from genimage_common.pricing import Pricing
-from genimage_common.settings import CommonSettings
-from genimage_common.streams import ensure_streams
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.processes import NatsServer, free_port
 from genimage_devstack.stack import ServiceProcess, launch
-
-T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine from synchronous code on a loop of its own (the test session's loop is
-    neither touched nor replaced, unlike with ``asyncio.run``)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
+from tests.aio import run_sync
 
 
 def _dsn(url: str, database: str | None = None) -> str:
@@ -104,27 +89,6 @@ def deps(sessions: SessionMaker) -> Deps:
     return Deps(settings=BillingSettings(), pricing=Pricing(), sessions=sessions)
 
 
-@pytest.fixture(scope="module")
-def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A NATS server of this module's only: events published here reach no other service, and
-    billing's durable consumers start from nothing."""
-    server = NatsServer(tmp_path_factory.mktemp("billing-nats"), port=free_port(), monitor_port=free_port())
-    server.start()
-    try:
-
-        async def streams() -> None:
-            nc = await nats.connect(server.url)
-            try:
-                await ensure_streams(nc.jetstream(), CommonSettings())
-            finally:
-                await nc.close()
-
-        run_sync(streams())
-        yield server.url
-    finally:
-        server.stop()
-
-
 def start_billing(
     *, nats_url: str, database_url: str, log_dir: Path, replicas: int = 1, **settings: str
 ) -> list[ServiceProcess]:
@@ -143,8 +107,8 @@ def start_billing(
 
 
 @pytest.fixture()
-async def nc(private_nats: str) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(private_nats)
+async def nc(private_nats: NatsServer) -> AsyncIterator[nats.NATS]:
+    client = await nats.connect(private_nats.url)
     try:
         yield client
     finally:

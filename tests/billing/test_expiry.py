@@ -13,20 +13,24 @@ from sqlalchemy import text
 
 from genimage_common.database import make_engine, make_sessionmaker
 from genimage_common.streams import GENERATION
+from genimage_devstack.processes import NatsServer
 from genimage_devstack.stack import ServiceProcess
 from tests.billing import factories
 from tests.billing.conftest import start_billing
 from tests.billing.invariants import violations
-from tests.billing.test_service import billing_events, call, credits, drained, registered_user, reserve, until
+from tests.billing.test_service import billing_events, call, credits, drained, registered_user, reserve
+from tests.marks import starts_services
+from tests.polling import eventually_async
 
 
 @pytest.fixture(scope="module")
+@starts_services
 def replicas(
-    private_nats: str, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    private_nats: NatsServer, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServiceProcess]]:
     """Two replicas, holds of one second, sweeps every 100 ms in batches of 3 (so both take part)."""
     procs = start_billing(
-        nats_url=private_nats,
+        nats_url=private_nats.url,
         database_url=module_database_url,
         log_dir=Path(tmp_path_factory.mktemp("billing-logs")),
         replicas=2,
@@ -50,7 +54,7 @@ async def test_two_sweepers_expire_each_hold_once(
     async def all_refunded() -> bool:
         return [await credits(nc, u) for u in users] == [{"available": 40, "reserved": 0}] * len(users)
 
-    await until(all_refunded, "every hold expired and refunded")
+    await eventually_async(all_refunded, timeout=20, what="every hold expired and refunded")
     for user in users:
 
         async def refunds_published(user: uuid.UUID = user) -> list[dict] | None:
@@ -59,7 +63,7 @@ async def test_two_sweepers_expire_each_hold_once(
             found = [e["data"] for e in events if e["type"].endswith("credits_refunded.v1")]
             return found if len(found) >= len(holds[user]) else None
 
-        refunds = await until(refunds_published, "refund events relayed")
+        refunds = await eventually_async(refunds_published, timeout=20, what="refund events relayed")
         assert sorted(r["generation_id"] for r in refunds) == sorted(str(g) for g in holds[user])
         assert {r["reason"] for r in refunds} == {"expired"}
         statement = await call(nc, "ledger", {"user_id": str(user), "limit": 100})
@@ -92,7 +96,7 @@ async def test_a_completion_after_expiry_is_charged_when_the_balance_allows(
     async def expired() -> bool:
         return await credits(nc, user) == {"available": 30, "reserved": 0}
 
-    await until(expired, "hold expired")
+    await eventually_async(expired, timeout=20, what="hold expired")
     await factories.publish(nc.jetstream(), factories.completed(user, gid, outputs=2), stream=GENERATION)
     await drained(nc, "billing-generation-completed")
     assert await credits(nc, user) == {"available": 20, "reserved": 0}

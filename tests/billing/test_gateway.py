@@ -11,9 +11,9 @@ import pytest
 
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.stack import ServiceProcess
-from tests.api import TestUser, signup
-from tests.billing.conftest import run_sync
-from tests.helpers import eventually
+from tests.aio import run_sync
+from tests.api import PROBLEM, TestUser, signup
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_200_concurrent_generation_requests_against_100_credits(
     assert statuses.count(402) == 180, sorted(set(statuses))
     for r in responses:
         if r.status_code == 402:
-            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.headers["content-type"].startswith(PROBLEM)
             assert r.json()["code"] == "insufficient_credits"
     # Whatever has run by now was charged, the rest is still held: nothing is available.
     credits = api.get("/v1/credits", headers=user.auth).json()

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +30,17 @@ from sqlalchemy import text
 from genimage_common.database import make_engine, make_sessionmaker
 from genimage_common.settings import CommonSettings
 from genimage_common.storage import ObjectStore
-from genimage_common.streams import BILLING, DLQ, GALLERY, GENERATION, IDENTITY, ensure_streams
+from genimage_common.streams import BILLING, DLQ, GALLERY, GENERATION, IDENTITY
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.processes import NatsServer, PostgresServer, free_port
 from genimage_devstack.stack import SERVICES, ServiceProcess, start_services
+from tests.aio import run_sync
 from tests.api import TestUser, signup, wait_terminal
 from tests.billing import factories
-from tests.billing.conftest import run_sync
 from tests.billing.test_service import names, stream_events
 from tests.generation.fakes import KEYS, Fakes, catalog_toml
-from tests.helpers import eventually
+from tests.marks import starts_services
+from tests.polling import eventually, eventually_async
 from tests.session_env import SESSION_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -51,7 +52,6 @@ MIGRATED = ("gateway", "billing", "gallery")
 @dataclass
 class Stack:
     pg: PostgresServer
-    nats_url: str
     services: dict[str, ServiceProcess]
     fakes: Fakes
 
@@ -61,20 +61,20 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(infra: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@starts_services
+def stack(infra: Endpoints, private_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Own NATS and PostgreSQL (the session's are shared with other tests and never stopped
     here), the session's S3; the four services as processes; fake providers for a job that
     never finishes."""
     # Outside pytest's basetemp: PostgreSQL may run as another user that must reach it.
     data_dir = Path(tempfile.mkdtemp(prefix="genimage-outage-"))
     logs = Path(tmp_path_factory.mktemp("outage-logs"))
-    nats_server = NatsServer(data_dir, port=free_port(), monitor_port=free_port())
     pg = PostgresServer(data_dir, port=free_port(), fast=True)
     fakes = Fakes()
     started: list = []
     procs: list[ServiceProcess] = []
     try:
-        for component in (nats_server, pg, fakes):
+        for component in (pg, fakes):
             component.start()
             started.append(component)
         models = logs / "models.toml"
@@ -83,7 +83,7 @@ def stack(infra: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             **infra.env(),
-            "NATS_URL": nats_server.url,
+            "NATS_URL": private_nats.url,
             "DATABASE_URL": pg.url,
             "ENVIRONMENT": "test",
             "LOG_LEVEL": "INFO",
@@ -96,21 +96,12 @@ def stack(infra: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             # Production caps the backoff at 30 s; a shorter cap keeps the recovery quick here.
             "TRANSIENT_RETRY_MAX_S": "3",
         }
-        settings = CommonSettings(**{**{k.lower(): v for k, v in infra.env().items()}, "nats_url": nats_server.url})
-
-        async def prepare() -> None:
-            nc = await nats.connect(nats_server.url)
-            try:
-                await ensure_streams(nc.jetstream(), settings)
-            finally:
-                await nc.close()
-            await ObjectStore(settings).ensure_bucket()
-
-        run_sync(prepare())
+        settings = CommonSettings(**{**{k.lower(): v for k, v in infra.env().items()}, "nats_url": private_nats.url})
+        run_sync(ObjectStore(settings).ensure_bucket())
         for name in MIGRATED:
             subprocess.run([sys.executable, "-m", name, "migrate"], env=env, check=True, capture_output=True)
         procs = start_services(env, {name: free_port() for name in SERVICES}, log_dir=logs)
-        yield Stack(pg, nats_server.url, {p.name: p for p in procs}, fakes)
+        yield Stack(pg, {p.name: p for p in procs}, fakes)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -123,15 +114,6 @@ def stack(infra: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def api(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.services["gateway"].url, timeout=30) as client:
         yield client
-
-
-@pytest.fixture()
-async def nc(stack: Stack) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(stack.nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def generate(api: httpx.Client, user: TestUser, **body: object) -> str:
@@ -224,13 +206,15 @@ async def test_a_30s_database_outage_loses_nothing_and_dead_letters_nothing(
             assert wait_terminal(api, user, gid, timeout=90)["status"] == "succeeded"
         eventually(lambda u=user: credits(api, u) == {"available": 10, "reserved": 0}, timeout=60, what="charged")
     for user_id in late:
-        await until(lambda u=user_id: _eq(rpc_balance(nc, u), {"available": 20, "reserved": 0}), "late grant")
+        await eventually_async(
+            lambda u=user_id: _eq(rpc_balance(nc, u), {"available": 20, "reserved": 0}), what="late grant"
+        )
 
     async def relayed() -> bool:
         billing_events = await stream_events(nc, BILLING, "billing.>")
         return sum(k == "credits_committed" for k in names(billing_events)) >= 6
 
-    await until(relayed, "commit events relayed", timeout=30)
+    await eventually_async(relayed, timeout=30, what="commit events relayed")
     billing_events = await stream_events(nc, BILLING, "billing.>")
     grants = [e["data"]["user_id"] for e in billing_events if e["type"].endswith("credits_granted.v1")]
     assert sorted(grants) == sorted([u.id for u in users] + [str(u) for u in late])
@@ -302,7 +286,7 @@ async def test_a_hold_expiring_while_its_generation_is_queued_fails_it_and_refun
             info = await nc.jetstream().consumer_info(GENERATION, "generation-requested")
             return info.num_pending == 0 and info.num_ack_pending == 0
 
-        await until(queue_empty, "queued job consumed")
+        await eventually_async(queue_empty, what="queued job consumed")
         events = await stream_events(nc, GENERATION, f"generation.*.{user.id}")
         mine = [e for e in events if e["subject"] == queued]
         assert names(mine) == ["requested", "failed"]
@@ -320,21 +304,6 @@ async def test_a_hold_expiring_while_its_generation_is_queued_fails_it_and_refun
     refunds = [e["data"] for e in await stream_events(nc, BILLING, f"billing.credits_refunded.{user.id}")]
     assert [(r["generation_id"], r["reason"]) for r in refunds if r["generation_id"] == queued] == [(queued, "expired")]
     assert (await nc.jetstream().stream_info(DLQ)).state.messages == 0
-
-
-async def until(probe, what: str, timeout: float = 30):  # type: ignore[no-untyped-def]
-    return await eventually_async(probe, timeout=timeout, what=what)
-
-
-async def eventually_async(probe, *, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not reached within {timeout}s: {what}; last value: {last!r}")
 
 
 async def _eq(value, expected) -> bool:  # type: ignore[no-untyped-def]

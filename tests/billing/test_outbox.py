@@ -19,6 +19,7 @@ from billing.models import outbox
 from genimage_common.database import SessionMaker
 from genimage_common.ids import new_id
 from genimage_common.outbox import OutboxRelay
+from genimage_devstack.processes import NatsServer
 from tests.billing.factories import funded_user
 from tests.billing.test_service import billing_events
 
@@ -39,7 +40,7 @@ def crash_relay(database_url: str, nats_url: str, when: str) -> None:
 
 
 async def test_a_relay_killed_around_the_publish_still_delivers_each_event_once_in_order(
-    sessions: SessionMaker, database_url: str, private_nats: str, nc: nats.NATS
+    sessions: SessionMaker, database_url: str, private_nats: NatsServer, nc: nats.NATS
 ) -> None:
     user = await funded_user(sessions, 30)
     gid = new_id()
@@ -50,12 +51,12 @@ async def test_a_relay_killed_around_the_publish_still_delivers_each_event_once_
     assert await unpublished(sessions) == 4  # account_opened, credits_granted, credits_reserved, credits_committed
 
     # Killed after the commit, before anything was sent: the events wait in the outbox.
-    crash_relay(database_url, private_nats, "before_publish")
+    crash_relay(database_url, private_nats.url, "before_publish")
     assert await unpublished(sessions) == 4
     assert await billing_events(nc, user) == []
 
     # Killed after JetStream acknowledged the first event, before marking it: still unpublished.
-    crash_relay(database_url, private_nats, "after_publish")
+    crash_relay(database_url, private_nats.url, "after_publish")
     assert await unpublished(sessions) == 4
     assert [e["type"] for e in await billing_events(nc, user)] == ["genimage.billing.account_opened.v1"]
 

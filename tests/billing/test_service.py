@@ -17,9 +17,12 @@ from nats.js.api import DeliverPolicy
 from genimage_common.errors import Conflict, InsufficientCredits, ValidationFailed, error_from_reply
 from genimage_common.ids import new_id
 from genimage_common.streams import BILLING, GENERATION, IDENTITY
+from genimage_devstack.processes import NatsServer
 from genimage_devstack.stack import ServiceProcess
 from tests.billing import factories
 from tests.billing.conftest import start_billing
+from tests.marks import starts_services
+from tests.polling import eventually_async
 
 PLANS = [
     {
@@ -35,11 +38,12 @@ PLANS = [
 
 
 @pytest.fixture(scope="module")
+@starts_services
 def billing(
-    private_nats: str, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    private_nats: NatsServer, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     (proc,) = start_billing(
-        nats_url=private_nats,
+        nats_url=private_nats.url,
         database_url=module_database_url,
         log_dir=Path(tmp_path_factory.mktemp("billing-logs")),
         plans=json.dumps(PLANS),
@@ -62,19 +66,6 @@ async def credits(nc: nats.NATS, user: uuid.UUID) -> dict:
     return await call(nc, "balance", {"user_id": str(user)})
 
 
-async def until(probe, what: str, timeout: float = 20):  # type: ignore[no-untyped-def]
-    """Poll an async probe until it returns something truthy, and return that
-    (``tests.helpers.eventually`` for coroutines)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout}s: {what}; last value: {last!r}")
-
-
 async def drained(nc: nats.NATS, durable: str) -> None:
     """Wait until billing's durable consumer has acknowledged everything in its stream."""
     js = nc.jetstream()
@@ -83,7 +74,7 @@ async def drained(nc: nats.NATS, durable: str) -> None:
         info = await js.consumer_info(GENERATION, durable)
         return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await until(done, f"{durable} drained")
+    await eventually_async(done, timeout=20, what=f"{durable} drained")
 
 
 async def stream_events(nc: nats.NATS, stream: str, subject: str) -> list[dict]:
@@ -117,7 +108,7 @@ async def registered_user(nc: nats.NATS, credits_wanted: int = 20) -> uuid.UUID:
     async def granted() -> bool:
         return (await credits(nc, user))["available"] == 20
 
-    await until(granted, "signup credits")
+    await eventually_async(granted, timeout=20, what="signup credits")
     if credits_wanted > 20:
         await call(
             nc,
@@ -247,7 +238,7 @@ async def test_events_leave_in_order_per_account(billing: ServiceProcess, nc: na
     async def all_out() -> bool:
         return len(await billing_events(nc, user)) == 7
 
-    await until(all_out, "billing events published")
+    await eventually_async(all_out, timeout=20, what="billing events published")
     events = await billing_events(nc, user)
     assert names(events) == [
         "account_opened",

@@ -5,12 +5,10 @@ dependency) keeps its traceback. Also ``Outage`` itself on a fake clock."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import nats
@@ -27,6 +25,7 @@ from genimage_common.errors import Conflict
 from genimage_common.events import CreditsGranted, make_event
 from genimage_common.outage import Outage, root_cause
 from genimage_common.outbox import OutboxRelay, enqueue, outbox_table
+from tests.polling import eventually_async
 
 from .outage_proxy import OutageProxy
 
@@ -60,20 +59,6 @@ class Records(logging.Handler):
 
     def messages(self, level: int = logging.WARNING) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
-async def until(probe: Callable[[], object], *, timeout: float, what: str) -> None:
-    """Poll ``probe`` (a plain or an async function) until it is true, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 # --- Outage on a fake clock ---------------------------------------------------------------------
@@ -238,20 +223,20 @@ async def test_the_relay_backs_off_through_a_database_outage_and_says_when_it_is
         try:
             await setup.write(1)
             relay.wake()
-            await until(lambda: setup.published_is(1), timeout=10, what="the first row published")
+            await eventually_async(lambda: setup.published_is(1), timeout=10, what="the first row published")
 
             await setup.proxy.down()
             started = time.monotonic()
             await setup.write(3)  # pending while the relay cannot reach the database
             # Past the cap: rounds at 0, 0.2, 0.6, 1.4, 3.0, 4.6 s (a stack trace each, before).
-            await until(lambda: relay.outage.failures >= 6, timeout=20, what="six failed rounds")
+            await eventually_async(lambda: relay.outage.failures >= 6, timeout=20, what="six failed rounds")
             failed_rounds = relay.outage.failures
             outage_s = time.monotonic() - started
             assert await setup.published() == 1
 
             await setup.proxy.up()
             back = time.monotonic()
-            await until(lambda: setup.published_is(4), timeout=MAX_S + 5, what="the pending rows published")
+            await eventually_async(lambda: setup.published_is(4), timeout=MAX_S + 5, what="the pending rows published")
             recovered_in = time.monotonic() - back
             assert relay.outage.failures == 0
         finally:
@@ -277,11 +262,11 @@ async def test_a_failure_of_the_relay_s_own_keeps_its_traceback(setup: Setup) ->
     with Records(logging.getLogger(log_name)) as got:
         relay.start()
         try:
-            await until(lambda: len(got.records) >= 3, timeout=10, what="three failed rounds")
+            await eventually_async(lambda: len(got.records) >= 3, timeout=10, what="three failed rounds")
             assert relay.outage.failures == 0
             async with setup.direct.begin() as conn:
                 await conn.execute(update(setup.table).values(stream=setup.stream))
-            await until(lambda: setup.published_is(1), timeout=10, what="published once repaired")
+            await eventually_async(lambda: setup.published_is(1), timeout=10, what="published once repaired")
         finally:
             await relay.stop()
     failures = [r for r in got.records if r.levelno >= logging.WARNING]

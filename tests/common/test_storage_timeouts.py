@@ -16,6 +16,7 @@ import pytest
 from genimage_common.redelivery import Failure, classify, is_transient
 from genimage_common.settings import CommonSettings
 from genimage_common.storage import ObjectStore
+from tests.marks import out_of_process
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,6 +74,7 @@ class HangingServer:
 
 
 @pytest.fixture()
+@out_of_process
 def hanging() -> Iterator[HangingServer]:
     with HangingServer() as server:
         yield server
@@ -131,6 +133,7 @@ async def test_the_readiness_probe_tries_once(hanging: HangingServer) -> None:
     assert is_transient(exc), repr(exc)
 
 
+@pytest.mark.e2e  # starts a hanging server itself
 async def test_a_body_that_stops_coming_fails_the_read_in_time() -> None:
     # Headers, then 10 bytes of the 100,000 announced, then silence: a read, not a connect.
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"

@@ -8,16 +8,14 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
 import pytest
 from faststream.nats import JStream, PullSub
 from minio.error import S3Error
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import DeliverPolicy, StreamConfig
+from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy import exc as sa
@@ -30,6 +28,8 @@ from genimage_common.redelivery import Decision, Failure, RedeliveryPolicy, clas
 from genimage_common.settings import CommonSettings
 from genimage_common.streams import DLQ, ensure_streams
 from genimage_devstack.processes import NatsServer, free_port
+from tests.jetstream import stream_messages
+from tests.polling import eventually_async
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,16 +190,6 @@ def test_the_policy_follows_the_settings() -> None:
 # --- the middleware on a real NATS ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = NatsServer(Path(tmp_path_factory.mktemp("transient-nats")), port=free_port(), monitor_port=free_port())
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 class Item(BaseModel):
     id: str
 
@@ -272,56 +262,32 @@ class Harness:
         await self.js.publish(f"{self.prefix}.{item_id}", data, stream=self.stream)
 
     async def dead_letters(self) -> list[nats.aio.msg.Msg]:
-        sub = await self.js.subscribe(
-            f"dlq.{self.stream}.{self.durable}", stream=DLQ, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
-        out = []
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=0.3)
-                except NatsTimeout:
-                    break
-                out.append(msg)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
-        return out
+        return await stream_messages(self.js, f"dlq.{self.stream}.{self.durable}", DLQ, idle_s=0.3)
 
     async def settled(self) -> bool:
         info = await self.js.consumer_info(self.stream, self.durable)
         return info.num_pending == 0 and info.num_ack_pending == 0 and info.num_redelivered == 0
 
 
-async def until(probe, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if value := await probe():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout}s: {what}")
-
-
 @pytest.fixture()
-async def harness(nats_url: str) -> AsyncIterator[Harness]:
-    async with Harness(nats_url) as h:
+async def harness(private_nats: NatsServer) -> AsyncIterator[Harness]:
+    async with Harness(private_nats.url) as h:
         yield h
 
 
 async def test_a_dependency_outage_is_retried_past_the_bound_and_never_dead_lettered(harness: Harness) -> None:
     await harness.publish("outage-1")
-    await until(lambda: asyncio.sleep(0, "outage-1" in harness.handled), "handled once the outage is over")
+    await eventually_async(lambda: "outage-1" in harness.handled, what="handled once the outage is over")
     # Eight transient failures against a bound of three deliveries, then success.
     assert harness.deliveries["outage-1"] == 9
-    await until(harness.settled, "acked")
+    await eventually_async(harness.settled, what="acked")
     assert await harness.dead_letters() == []
 
 
 async def test_a_message_failing_on_its_own_is_dead_lettered_after_the_bound(harness: Harness) -> None:
     await harness.publish("bug-1")
     await harness.publish("fine-1")
-    (dead,) = await until(harness.dead_letters, "dead-lettered")
+    (dead,) = await eventually_async(harness.dead_letters, what="dead-lettered")
     assert dead.headers["Genimage-Dlq-Failure"] == "content"
     assert dead.headers["Genimage-Dlq-Deliveries"] == "3"
     assert json.loads(dead.data) == {"id": "bug-1"}
@@ -330,17 +296,17 @@ async def test_a_message_failing_on_its_own_is_dead_lettered_after_the_bound(har
 
 async def test_an_undecodable_message_is_dead_lettered_at_once(harness: Harness) -> None:
     await harness.publish("junk", b"\x00 not json")
-    (dead,) = await until(harness.dead_letters, "dead-lettered")
+    (dead,) = await eventually_async(harness.dead_letters, what="dead-lettered")
     assert (dead.headers["Genimage-Dlq-Failure"], dead.headers["Genimage-Dlq-Deliveries"]) == ("poison", "1")
 
 
 async def test_an_unclassified_failure_while_a_dependency_is_down_is_transient(harness: Harness) -> None:
     harness.db_down = True
     await harness.publish("odd-1")
-    await until(lambda: asyncio.sleep(0, harness.deliveries["odd-1"] >= 6), "redelivered past the bound")
+    await eventually_async(lambda: harness.deliveries["odd-1"] >= 6, what="redelivered past the bound")
     assert await harness.dead_letters() == []
     harness.db_down = False
-    await until(lambda: asyncio.sleep(0, "odd-1" in harness.handled), "handled once the dependency is back")
+    await eventually_async(lambda: "odd-1" in harness.handled, what="handled once the dependency is back")
     assert await harness.dead_letters() == []
 
 

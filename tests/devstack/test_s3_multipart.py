@@ -8,7 +8,6 @@ same server process, which SIGKILLs itself when it gets there."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -17,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -32,26 +31,16 @@ from minio.error import S3Error
 from nanio.storage.multipart import MultipartInit
 
 from genimage_devstack import s3server
-from genimage_devstack.processes import free_port
 from genimage_devstack.s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DiskS3
-from tests.devstack.test_s3store import BUCKET, client, get, listed, poll, put
+from tests.aio import run_sync
+from tests.devstack.s3client import BUCKET, client, get, listed, put
+from tests.polling import eventually
 
 MiB = 2**20
 VIDEO = "users/u/generations/g/0.mp4"
 CRASHPOINT = Path(__file__).with_name("s3_crashpoint.py")
 # What the client sees when the server dies under its request (no retries in these tests).
 CONNECTION_LOST = (urllib3.exceptions.HTTPError, OSError)
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[DiskS3]:
-    s3 = DiskS3(tmp_path, port=free_port())
-    s3.start()
-    try:
-        client(s3.url).make_bucket(BUCKET)
-        yield s3
-    finally:
-        s3.stop()
 
 
 def uploads_dir(store: DiskS3) -> Path:
@@ -75,7 +64,7 @@ def restart_with_crash_at(store: DiskS3, point: str) -> None:
 
 
 def assert_killed_at_crash_point(store: DiskS3) -> None:
-    poll(lambda: store.proc.returncode is not None, timeout=10, what="server killed")
+    eventually(lambda: store.proc.returncode is not None, timeout=10, what="server killed")
     assert store.proc.returncode == -signal.SIGKILL  # the crash point was reached, not some other failure
 
 
@@ -160,7 +149,7 @@ def test_part_and_complete_fsync_their_directories_before_they_return(
     async def body() -> AsyncIterator[bytes]:
         yield b"video bytes"
 
-    part = asyncio.run(manager.upload_part(upload_id, 1, body()))
+    part = run_sync(manager.upload_part(upload_id, 1, body()))
     upload = root / ".nanio" / "multipart" / upload_id
     assert set(synced) == {upload / "parts", upload, upload.parent, upload.parent.parent, root}
     synced.clear()
@@ -196,7 +185,7 @@ def test_a_completion_cut_off_mid_assembly_serves_the_previous_version(store: Di
     assert get(c, VIDEO) == v1
     assert c.stat_object(BUCKET, VIDEO).size == len(v1)
     assert listed(c, "users/") == [VIDEO]
-    poll(lambda: not scratch_files(store), timeout=10, what="half-assembled object swept")
+    eventually(lambda: not scratch_files(store), timeout=10, what="half-assembled object swept")
     # The upload outlived the kill: the client can complete it again, and gets the whole object.
     upload_id, parts = the_upload(c, VIDEO)
     assert [p.part_number for p in parts] == [1, 2, 3]
@@ -285,7 +274,7 @@ def test_two_uploads_of_one_part_at_once_never_mix(store: DiskS3) -> None:
     sender = ThreadPoolExecutor(1)
     try:
         sock_a.sendall(a[: len(a) // 2])
-        poll(lambda: staged.exists() and staged.stat().st_size > 0, timeout=10, what="first upload staged")
+        eventually(lambda: staged.exists() and staged.stat().st_size > 0, timeout=10, what="first upload staged")
         # A retry of the same part while the first is still arriving.
         sock_b = open_put(url, total=len(b))
         sent_b = sender.submit(sock_b.sendall, b)
@@ -387,7 +376,7 @@ def test_a_kill_mid_upload_serves_nothing_and_abandoned_uploads_are_swept(store:
     staged = uploads_dir(store) / upload_id / "parts" / "000002.bin.tmp"
     sock = open_put(presigned_part(c, VIDEO, upload_id, 2), total=5 * MiB)
     sock.sendall(os.urandom(MiB))
-    poll(lambda: staged.exists() and staged.stat().st_size > 0, timeout=10, what="part 2 staged")
+    eventually(lambda: staged.exists() and staged.stat().st_size > 0, timeout=10, what="part 2 staged")
     store.kill()
     sock.close()
 
@@ -414,7 +403,7 @@ def test_a_kill_mid_upload_serves_nothing_and_abandoned_uploads_are_swept(store:
             os.utime(path, (two_hours_ago, two_hours_ago))
     store.stop()
     store.start()
-    poll(lambda: not (uploads_dir(store) / abandoned).exists(), timeout=10, what="abandoned upload swept")
+    eventually(lambda: not (uploads_dir(store) / abandoned).exists(), timeout=10, what="abandoned upload swept")
     assert (uploads_dir(store) / active).is_dir()
     assert [u.upload_id for u in client(store.url)._list_multipart_uploads(BUCKET).uploads] == [active]
 

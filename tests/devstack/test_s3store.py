@@ -6,14 +6,13 @@ recording is migrated (or refused with a message, never a traceback)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -21,59 +20,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import urllib3
-from minio import Minio
 from minio.error import S3Error
 
 from genimage_devstack.infra import Infra, Ports
 from genimage_devstack.processes import Proc, free_port, wait_until
 from genimage_devstack.s3 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DiskS3, MotoS3
 from genimage_devstack.s3migration import MigrationRefused
-
-BUCKET = "genimage-media"
-POOL = urllib3.PoolManager(maxsize=64, timeout=urllib3.Timeout(connect=5, read=60), retries=False)
-
-
-def client(url: str, *, access: str = DEFAULT_ACCESS_KEY, secret: str = DEFAULT_SECRET_KEY) -> Minio:
-    return Minio(
-        urlsplit(url).netloc, access_key=access, secret_key=secret, secure=False, region="us-east-1", http_client=POOL
-    )
-
-
-def put(c: Minio, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-    c.put_object(BUCKET, key, io.BytesIO(data), len(data), content_type=content_type)
-
-
-def get(c: Minio, key: str) -> bytes:
-    resp = c.get_object(BUCKET, key)
-    try:
-        return resp.read()
-    finally:
-        resp.close()
-        resp.release_conn()
-
-
-def listed(c: Minio, prefix: str) -> list[str]:
-    return sorted(str(o.object_name) for o in c.list_objects(BUCKET, prefix=prefix, recursive=True))
-
-
-def poll(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[DiskS3]:
-    s3 = DiskS3(tmp_path, port=free_port())
-    s3.start()
-    try:
-        client(s3.url).make_bucket(BUCKET)
-        yield s3
-    finally:
-        s3.stop()
+from tests.devstack.s3client import BUCKET, client, get, listed, put
+from tests.polling import eventually
 
 
 def restart(s3: DiskS3) -> None:
@@ -147,7 +101,9 @@ def test_an_upload_killed_midway_is_never_served(store: DiskS3) -> None:
 
     # The server dies while it receives an overwrite.
     sock = _torn_put(url, store.port, total=16 * 2**20, sent=4 * 2**20)
-    poll(lambda: any(p.stat().st_size > 0 for p in _staging_files(store, "torn")), timeout=10, what="upload staged")
+    eventually(
+        lambda: any(p.stat().st_size > 0 for p in _staging_files(store, "torn")), timeout=10, what="upload staged"
+    )
     staging = _staging_files(store, "torn")[0]
     store.kill()
     sock.close()
@@ -162,13 +118,13 @@ def test_an_upload_killed_midway_is_never_served(store: DiskS3) -> None:
         put(c, f"torn/{staging.name}", b"x")
     # Swept away in the background by the start after the one that found it too fresh, or this one.
     restart(store)
-    poll(lambda: not staging.exists(), timeout=10, what="staging file swept")
+    eventually(lambda: not staging.exists(), timeout=10, what="staging file swept")
 
     # The client goes away mid-upload; the server lives on.
     sock = _torn_put(url, store.port, total=16 * 2**20, sent=4 * 2**20)
-    poll(lambda: bool(_staging_files(store, "torn")), timeout=10, what="upload staged")
+    eventually(lambda: bool(_staging_files(store, "torn")), timeout=10, what="upload staged")
     sock.close()
-    poll(lambda: not _staging_files(store, "torn"), timeout=10, what="staging file dropped")
+    eventually(lambda: not _staging_files(store, "torn"), timeout=10, what="staging file dropped")
     c = client(store.url)
     assert get(c, "torn/big.bin") == v1
     assert listed(c, "torn/") == ["torn/big.bin"]
@@ -229,7 +185,7 @@ def test_an_expired_presigned_url_is_refused(store: DiskS3) -> None:
     put(c, "sig/a.txt", b"secret a")
     url = c.presigned_get_object(BUCKET, "sig/a.txt", expires=timedelta(seconds=1))
     assert httpx.get(url).status_code == 200
-    poll(lambda: httpx.get(url).status_code != 200, timeout=10, what="URL expired")
+    eventually(lambda: httpx.get(url).status_code != 200, timeout=10, what="URL expired")
     assert httpx.get(url).status_code == 403
 
 
@@ -297,6 +253,7 @@ def _record_with_moto(tmp: Path, recording: Path) -> list[str]:
     return recording.read_text().splitlines()
 
 
+@pytest.mark.infra  # starts the store itself
 @pytest.mark.timeout(180)
 def test_a_moto_recording_of_the_previous_release_is_migrated(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -344,6 +301,7 @@ def test_a_moto_recording_of_the_previous_release_is_migrated(
     assert "moving its objects" not in capsys.readouterr().out
 
 
+@pytest.mark.infra  # starts the store itself
 @pytest.mark.timeout(120)
 def test_an_unreadable_recording_is_refused_with_what_to_run(tmp_path: Path) -> None:
     recording = tmp_path / "s3" / "recording.jsonl"
@@ -361,6 +319,7 @@ def test_an_unreadable_recording_is_refused_with_what_to_run(tmp_path: Path) -> 
     assert recording.exists()  # nothing deleted
 
 
+@pytest.mark.infra  # starts the store itself
 @pytest.mark.timeout(60)
 def test_an_empty_recording_is_set_aside(tmp_path: Path) -> None:
     recording = tmp_path / "s3" / "recording.jsonl"

@@ -10,12 +10,10 @@ import pytest
 from PIL import Image
 
 from genimage_devstack.stack import ServiceProcess
-from tests.api import signup, wait_terminal
-from tests.helpers import eventually
+from tests.api import PROBLEM, signup, wait_terminal
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
-
-PROBLEM = "application/problem+json"
 
 
 def test_the_whole_path(api: httpx.Client) -> None:

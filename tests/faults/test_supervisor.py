@@ -45,6 +45,7 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [b.delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_a_killed_service_is_restarted_and_ready_again(tmp_path: Path) -> None:
     a, b = fake("alpha", tmp_path), fake("beta", tmp_path)
@@ -64,6 +65,7 @@ def test_a_killed_service_is_restarted_and_ready_again(tmp_path: Path) -> None:
     assert len(sup.history) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_a_crash_loop_backs_off_exponentially(tmp_path: Path) -> None:
     crasher = fake("crasher", tmp_path, life=0.8)
@@ -76,6 +78,7 @@ def test_a_crash_loop_backs_off_exponentially(tmp_path: Path) -> None:
     assert [r.count for r in sup_history[:4]] == [1, 2, 3, 4]
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_a_run_that_stayed_up_resets_the_backoff(tmp_path: Path) -> None:
     crasher = fake("steady", tmp_path, life=0.8)

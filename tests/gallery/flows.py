@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import nats
 
 from genimage_common.events import Event
 from genimage_common.messaging import JSON
+from tests.aio import run_sync
 from tests.api import TestUser, wait_terminal
-
-PROBLEM = "application/problem+json"
-T = TypeVar("T")
 
 
 def generate(api: httpx.Client, user: TestUser, prompt: str, *, n: int = 1) -> list[dict[str, Any]]:
@@ -54,12 +50,3 @@ def publish(nats_url: str, *events: Event[Any], msg_ids: list[str] | None = None
             await nc.close()
 
     run_sync(run())
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a loop of its own (the session's event loop is left alone)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()

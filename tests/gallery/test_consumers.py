@@ -21,7 +21,7 @@ from genimage_common.outbox import OutboxRelay
 from genimage_common.streams import BILLING, GALLERY
 from genimage_devstack.stack import ServiceProcess
 from tests.api import signup
-from tests.helpers import eventually
+from tests.polling import eventually
 
 from .conftest import Model
 from .factories import Clock, Events

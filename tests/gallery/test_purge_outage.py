@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -23,6 +21,7 @@ from genimage_common.database import make_engine, make_sessionmaker
 from genimage_common.ids import image_id_for, new_id
 from genimage_common.outage import Outage
 from tests.common.outage_proxy import OutageProxy
+from tests.polling import eventually_async
 
 from .conftest import Model
 from .factories import Events
@@ -51,14 +50,6 @@ class Records(logging.Handler):
         self.records.append(record)
 
 
-async def until(probe: Callable[[], object], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_the_purge_backs_off_through_a_database_outage(
     model: Model, gallery_engine: AsyncEngine, stack_env: dict[str, str]
 ) -> None:
@@ -85,13 +76,14 @@ async def test_the_purge_backs_off_through_a_database_outage(
     task = asyncio.create_task(purge.purge_forever(deps, outage=outage))
     try:
         # Past the cap: rounds at 0, 0.2, 0.6, 1.4, 3.0, 4.6 s.
-        await until(lambda: outage.failures >= 6, timeout=20, what="six failed rounds")
+        await eventually_async(lambda: outage.failures >= 6, timeout=20, what="six failed rounds")
         assert not any(isinstance(e.data, ev.ImageDeleted) for e in await model.outbox_events())
         await proxy.up()
-        deadline = time.monotonic() + MAX_S + 5
-        while not any(isinstance(e.data, ev.ImageDeleted) for e in await model.outbox_events()):
-            assert time.monotonic() < deadline, "not purged after the database came back"
-            await asyncio.sleep(0.05)
+
+        async def purged() -> bool:
+            return any(isinstance(e.data, ev.ImageDeleted) for e in await model.outbox_events())
+
+        await eventually_async(purged, timeout=MAX_S + 5, what="purged after the database came back")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

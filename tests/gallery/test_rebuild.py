@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from typing import Self
 
 import asyncpg
 import httpx
@@ -25,7 +26,7 @@ from genimage_common import events as ev
 from genimage_common.database import make_engine, make_sessionmaker
 from genimage_devstack.stack import ServiceProcess
 from tests.api import TestUser, signup, wait_terminal
-from tests.helpers import eventually
+from tests.polling import eventually, eventually_async
 
 from .conftest import HEAD, Model
 from .flows import generate, image_ids, publish
@@ -50,11 +51,8 @@ async def quiescent(engine: AsyncEngine, nats_url: str) -> bool:
 
 
 async def settled(engine: AsyncEngine, nats_url: str, timeout: float = 30) -> None:
-    """Poll (with a deadline) until nothing is left to project or relay."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await quiescent(engine, nats_url):
-        assert asyncio.get_running_loop().time() < deadline, "the projection did not settle"
-        await asyncio.sleep(0.05)
+    """Wait until nothing is left to project or relay."""
+    await eventually_async(lambda: quiescent(engine, nats_url), timeout=timeout, what="the projection settled")
 
 
 def mixed_workload(api: httpx.Client, stack_env: dict[str, str]) -> tuple[TestUser, TestUser, dict[str, str]]:
@@ -105,29 +103,43 @@ def wait_charged(api: httpx.Client, user: TestUser, credits: int) -> None:
     eventually(spent, what=f"{credits} credits spent")
 
 
-class Readers:
-    """Reads a user's gallery in a loop on another thread, recording every answer."""
+class UserLoop:
+    """Repeats ``step`` as ``user`` on another thread, from entering the block until leaving it."""
 
-    def __init__(self, base_url: str, user: TestUser, expected: set[str]) -> None:
-        self.base_url, self.user, self.expected = base_url, user, expected
-        self.answers: list[tuple[int, bool]] = []
+    def __init__(self, base_url: str, user: TestUser) -> None:
+        self.base_url, self.user = base_url, user
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def step(self, client: httpx.Client) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
             while not self._stop.is_set():
-                r = client.get("/v1/images", headers=self.user.auth, params={"limit": 100})
-                right = r.status_code == 200 and {i["id"] for i in r.json()["items"]} == self.expected
-                self.answers.append((r.status_code, right))
+                self.step(client)
 
-    def __enter__(self) -> Readers:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+class Readers(UserLoop):
+    """Reads a user's gallery in a loop, recording every answer."""
+
+    def __init__(self, base_url: str, user: TestUser, expected: set[str]) -> None:
+        super().__init__(base_url, user)
+        self.expected = expected
+        self.answers: list[tuple[int, bool]] = []
+
+    def step(self, client: httpx.Client) -> None:
+        r = client.get("/v1/images", headers=self.user.auth, params={"limit": 100})
+        right = r.status_code == 200 and {i["id"] for i in r.json()["items"]} == self.expected
+        self.answers.append((r.status_code, right))
 
 
 async def rebuild(stack_env: dict[str, str], *args: str) -> dict:
@@ -143,13 +155,19 @@ async def rebuild(stack_env: dict[str, str], *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+async def settled_workload(
+    api: httpx.Client, stack_env: dict[str, str], engine: AsyncEngine
+) -> tuple[TestUser, TestUser, dict[str, str], list[uuid.UUID], Model]:
+    """The mixed workload, projected and relayed to the end; its users and the live read model."""
+    a, b, ids = await asyncio.to_thread(mixed_workload, api, stack_env)
+    await settled(engine, stack_env["NATS_URL"])
+    return a, b, ids, [uuid.UUID(a.id), uuid.UUID(b.id)], Model(SCHEMA, make_sessionmaker(engine))
+
+
 async def test_rebuilt_model_equals_the_live_one(
     api: httpx.Client, services: dict[str, ServiceProcess], stack_env: dict[str, str], gallery_engine: AsyncEngine
 ) -> None:
-    a, b, ids = await asyncio.to_thread(mixed_workload, api, stack_env)
-    users = [uuid.UUID(a.id), uuid.UUID(b.id)]
-    live = Model(SCHEMA, make_sessionmaker(gallery_engine))
-    await settled(gallery_engine, stack_env["NATS_URL"])
+    a, b, ids, users, live = await settled_workload(api, stack_env, gallery_engine)
     before = await live.snapshot(user_ids=users)
     assert len(before["images"]) == 4 and len(before["boards"]) == 2 and len(before["purged_images"]) == 1
     processed_before = await live.processed()
@@ -174,45 +192,31 @@ async def test_rebuilt_model_equals_the_live_one(
     await asyncio.to_thread(carry_on, api, a, b, ids)
 
 
-class Writers:
-    """Changes a user's gallery in a loop on another thread while a generation runs."""
+class Writers(UserLoop):
+    """Changes a user's gallery in a loop while a generation runs."""
 
     def __init__(self, base_url: str, user: TestUser, image: str) -> None:
-        self.base_url, self.user, self.image = base_url, user, image
+        super().__init__(base_url, user)
+        self.image = image
         self.statuses: list[int] = []
         self.favorite = False
         self.boards = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            while not self._stop.is_set():
-                method = "DELETE" if self.favorite else "PUT"
-                r = client.request(method, f"/v1/images/{self.image}/favorite", headers=self.user.auth)
-                self.statuses.append(r.status_code)
-                if r.status_code == 200:
-                    self.favorite = r.json()["favorite"]
-                r = client.post("/v1/boards", headers=self.user.auth, json={"name": f"w{self.boards}"})
-                self.statuses.append(r.status_code)
-                self.boards += r.status_code == 201
-
-    def __enter__(self) -> Writers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+    def step(self, client: httpx.Client) -> None:
+        method = "DELETE" if self.favorite else "PUT"
+        r = client.request(method, f"/v1/images/{self.image}/favorite", headers=self.user.auth)
+        self.statuses.append(r.status_code)
+        if r.status_code == 200:
+            self.favorite = r.json()["favorite"]
+        r = client.post("/v1/boards", headers=self.user.auth, json={"name": f"w{self.boards}"})
+        self.statuses.append(r.status_code)
+        self.boards += r.status_code == 201
 
 
 async def test_writes_during_a_rebuild_are_neither_lost_nor_doubled(
     api: httpx.Client, services: dict[str, ServiceProcess], stack_env: dict[str, str], gallery_engine: AsyncEngine
 ) -> None:
-    a, b, ids = await asyncio.to_thread(mixed_workload, api, stack_env)
-    users = [uuid.UUID(a.id), uuid.UUID(b.id)]
-    live = Model(SCHEMA, make_sessionmaker(gallery_engine))
-    await settled(gallery_engine, stack_env["NATS_URL"])
+    a, b, ids, users, live = await settled_workload(api, stack_env, gallery_engine)
     body = {"prompt": "during the swap", "width": 64, "height": 64, "n": 2}
     # Its events are projected by the consumers while the rebuild runs.
     created = await asyncio.to_thread(api.post, "/v1/generations", headers=b.auth, json=body)

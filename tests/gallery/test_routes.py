@@ -8,10 +8,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.api import TestUser, signup
-from tests.helpers import eventually
+from tests.api import PROBLEM, TestUser, signup
+from tests.polling import eventually
 
-from .flows import PROBLEM, generate, image_ids
+from .flows import generate, image_ids
 
 pytestmark = pytest.mark.e2e
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,6 @@ import httpx
 
 from tests.api import TestUser
 
-PROBLEM = "application/problem+json"
 SMALL = {"width": 64, "height": 64}
 
 
@@ -19,14 +19,6 @@ def generate(api: httpx.Client, user: TestUser, **body: Any) -> dict[str, Any]:
     r = api.post("/v1/generations", headers=user.auth, json={"prompt": "a small test picture", **SMALL, **body})
     assert r.status_code == 202, r.text
     return r.json()
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers
-    body = r.json()
-    assert body["code"] == code and body["status"] == status, body
-    return body
 
 
 @dataclass
@@ -41,18 +33,29 @@ class SseEvent:
 
 
 class SseReader:
-    """Parses a ``text/event-stream`` response line by line."""
+    """Parses a ``text/event-stream`` response line by line, within ``timeout`` seconds overall.
 
-    def __init__(self, response: httpx.Response) -> None:
+    The client's read timeout cannot end a wait for an event that never comes: the gateway
+    sends a heartbeat every second, so every read succeeds. The reader's own deadline does."""
+
+    def __init__(self, response: httpx.Response, *, timeout: float = 60.0) -> None:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         self._lines: Iterator[str] = response.iter_lines()
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+
+    def _within_deadline(self) -> Iterator[str]:
+        for line in self._lines:
+            if time.monotonic() > self._deadline:
+                raise AssertionError(f"the awaited event did not come within {self._timeout}s (heartbeats only)")
+            yield line
 
     def next(self, *, skip_comments: bool = True) -> SseEvent | None:
         """The next event (None at the end of the stream); comment-only blocks are heartbeats."""
         current = SseEvent()
         seen = False
-        for line in self._lines:
+        for line in self._within_deadline():
             if line == "":
                 if current.event is not None or current.data or current.id is not None:
                     return current

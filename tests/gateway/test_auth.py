@@ -15,11 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.settings import DEV_JWT_SECRET
-from tests.api import TestUser, signup
+from tests.api import TestUser, assert_problem, signup
 from tests.gateway.conftest import OIDC_AUDIENCE
-from tests.gateway.flows import assert_problem
 from tests.gateway.servers import JwksServer, new_rsa_key
-from tests.helpers import eventually
+from tests.polling import eventually
 
 
 def _b64(data: dict) -> str:

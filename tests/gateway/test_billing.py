@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from gateway.purchases import verify_signature
-from tests.api import TestUser
-from tests.gateway.flows import assert_problem
-from tests.helpers import eventually
+from tests.api import TestUser, assert_problem
+from tests.polling import eventually
 from tests.session_env import STRIPE_SECRET
 
 PATH = "/v1/billing/webhooks/stripe"

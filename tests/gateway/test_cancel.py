@@ -6,9 +6,9 @@ import uuid
 
 import httpx
 
-from tests.api import TestUser, wait_terminal
-from tests.gateway.flows import assert_problem, generate
-from tests.helpers import eventually
+from tests.api import TestUser, assert_problem, wait_terminal
+from tests.gateway.flows import generate
+from tests.polling import eventually
 
 HEAVY = {"width": 2048, "height": 2048, "n": 4}
 

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genimage_common.errors import ValidationFailed
-from tests.api import TestUser
-from tests.gateway.flows import assert_problem
+from tests.api import TestUser, assert_problem
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,9 +11,10 @@ from gateway import idempotency
 from gateway.settings import GatewaySettings
 from genimage_common.database import make_engine, make_sessionmaker
 from genimage_common.unit_of_work import UnitOfWork
-from tests.api import TestUser, wait_terminal
-from tests.gateway.flows import SMALL, assert_problem
-from tests.helpers import eventually
+from tests.aio import run_sync
+from tests.api import TestUser, assert_problem, wait_credits, wait_terminal
+from tests.gateway.flows import SMALL
+from tests.polling import eventually
 
 BODY = {"prompt": "idempotent fox", **SMALL, "seed": 3}
 
@@ -37,7 +37,7 @@ def test_same_key_and_body_replays_the_first_outcome(api: httpx.Client, user: Te
     assert (third.status_code, third.json()) == (202, first.json())
     # One generation, one reservation.
     assert [g["id"] for g in api.get("/v1/generations", headers=user.auth).json()["items"]] == [first.json()["id"]]
-    eventually(lambda: api.get("/v1/credits", headers=user.auth).json() == {"available": 15, "reserved": 0})
+    wait_credits(api, user, {"available": 15, "reserved": 0})
 
 
 def test_same_key_with_another_body_is_422(api: httpx.Client, user: TestUser) -> None:
@@ -71,7 +71,7 @@ def test_key_in_flight_is_409(api: httpx.Client, user: TestUser, stack_env: dict
         finally:
             await engine.dispose()
 
-    asyncio.run(hold())
+    run_sync(hold())
     assert_problem(_post(api, user, key), 409, "idempotency_key_in_use")
     assert api.get("/v1/generations", headers=user.auth).json()["items"] == []
 
@@ -88,7 +88,7 @@ def test_concurrent_retries_reserve_once(api: httpx.Client, user: TestUser) -> N
         if r.status_code == 409:
             assert r.json()["code"] == "idempotency_key_in_use"
     wait_terminal(api, user, accepted[0]["id"])
-    eventually(lambda: api.get("/v1/credits", headers=user.auth).json() == {"available": 15, "reserved": 0})
+    wait_credits(api, user, {"available": 15, "reserved": 0})
     assert len(api.get("/v1/generations", headers=user.auth).json()["items"]) == 1
 
 

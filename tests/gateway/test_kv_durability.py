@@ -4,7 +4,6 @@ problem, not a 500."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
 import uuid
@@ -18,8 +17,11 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from genimage_devstack.processes import LOOPBACK, Proc, free_port, wait_until
 from genimage_devstack.stack import ServiceProcess, launch
-from tests.api import signup, wait_terminal
-from tests.gateway.flows import SMALL, assert_problem
+from tests.aio import run_sync
+from tests.api import assert_problem, signup, wait_terminal
+from tests.gateway.flows import SMALL
+from tests.marks import starts_infra
+from tests.polling import eventually_async
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -85,6 +87,7 @@ class NatsCluster:
 
 
 @pytest.fixture()
+@starts_infra
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     c = NatsCluster(tmp_path)
     try:
@@ -107,23 +110,25 @@ async def _create_r1(url: str, bucket: str) -> None:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        for attempt in range(100):  # the meta leader is elected a moment after the servers are up
+
+        async def created() -> bool:
             try:
                 await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE))
-                return
-            except Exception:
-                if attempt == 99:
-                    raise
-                await asyncio.sleep(0.2)
+            except Exception:  # the meta leader is elected a moment after the servers are up
+                return False
+            return True
+
+        await eventually_async(created, timeout=20, interval=0.2, what=f"bucket {bucket} created")
     finally:
         await nc.close()
 
 
+@pytest.mark.e2e  # starts a gateway itself
 def test_kv_buckets_follow_stream_replicas(cluster: NatsCluster, stack_env: dict[str, str], tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
     buckets = [f"rl_{suffix}", f"inflight_{suffix}"]
     # A bucket left by an earlier release with one replica is brought to the setting too.
-    asyncio.run(_create_r1(cluster.url, buckets[1]))
+    run_sync(_create_r1(cluster.url, buckets[1]))
     env = {
         **stack_env,
         "NATS_URL": cluster.url,
@@ -134,8 +139,8 @@ def test_kv_buckets_follow_stream_replicas(cluster: NatsCluster, stack_env: dict
     }
     (gateway,) = launch([ServiceProcess("gateway", free_port(), env, log_path=tmp_path / "gateway.log")])
     try:
-        assert asyncio.run(_replicas(cluster.url, buckets)) == {buckets[0]: 3, buckets[1]: 3}
-        assert asyncio.run(_stream_replicas(cluster.url)) == 3
+        assert run_sync(_replicas(cluster.url, buckets)) == {buckets[0]: 3, buckets[1]: 3}
+        assert run_sync(_stream_replicas(cluster.url)) == 3
     finally:
         gateway.stop()
 
@@ -172,8 +177,8 @@ def test_generation_is_503_when_kv_is_gone(stack_env: dict[str, str], services: 
             assert r.status_code == 202, r.text
             wait_terminal(api, user, r.json()["id"])
 
-            asyncio.run(_delete_bucket(stack_env["NATS_URL"], f"inflight_{suffix}"))
-            asyncio.run(_delete_bucket(stack_env["NATS_URL"], f"rl_{suffix}"))
+            run_sync(_delete_bucket(stack_env["NATS_URL"], f"inflight_{suffix}"))
+            run_sync(_delete_bucket(stack_env["NATS_URL"], f"rl_{suffix}"))
             before = api.get("/v1/credits", headers=user.auth).json()
             r = api.post("/v1/generations", headers=user.auth, json={"prompt": "after", **SMALL})
             problem = assert_problem(r, 503, "service_unavailable")

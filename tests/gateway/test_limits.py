@@ -3,7 +3,6 @@ response, body size limits, and problem+json for every error."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 
@@ -11,9 +10,10 @@ import httpx
 import nats
 
 from gateway.ratelimit import InflightSlots, Policy, gcra
-from tests.api import signup, wait_terminal
-from tests.gateway.flows import SMALL, assert_problem
-from tests.helpers import eventually
+from tests.aio import run_sync
+from tests.api import PROBLEM, assert_problem, signup, wait_terminal
+from tests.gateway.flows import SMALL
+from tests.polling import eventually
 
 LIMIT = re.compile(r'^"(?P<name>\w+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
 
@@ -72,7 +72,7 @@ def test_headers_on_every_response(api: httpx.Client) -> None:
         assert LIMIT.match(r.headers["ratelimit"]), (r.request.url, r.headers)
         assert "ratelimit-policy" in r.headers
         if r.status_code >= 400:
-            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.headers["content-type"].startswith(PROBLEM)
             assert r.json()["code"]
 
 
@@ -95,19 +95,19 @@ def test_inflight_generations_are_limited_across_replicas(
             await nc.close()
 
     # Another replica holds two generations of this user (GATEWAY_MAX_INFLIGHT_GENERATIONS=2).
-    assert asyncio.run(slots("add", "held-1", "held-2")) == 2
+    assert run_sync(slots("add", "held-1", "held-2")) == 2
     r = strict[1].post("/v1/generations", headers=user.auth, json={"prompt": "one too many", **SMALL})
     problem = assert_problem(r, 429, "rate_limited")
     assert problem["policy"] == "inflight" and int(r.headers["retry-after"]) >= 1
     assert strict[0].get("/v1/credits", headers=user.auth).json()["reserved"] == 0
 
-    asyncio.run(slots("release", "held-2"))
+    run_sync(slots("release", "held-2"))
     r = strict[0].post("/v1/generations", headers=user.auth, json={"prompt": "fits now", **SMALL})
     assert r.status_code == 202, r.text
-    assert asyncio.run(slots("count")) == 2
+    assert run_sync(slots("count")) == 2
     wait_terminal(api, user, r.json()["id"])
     # Its terminal event gave the slot back.
-    eventually(lambda: asyncio.run(slots("count")) == 1, what="slot released")
+    eventually(lambda: run_sync(slots("count")) == 1, what="slot released")
 
 
 def test_gcra_allows_bursts_up_to_the_limit_then_spaces_requests() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api import TestUser, signup, wait_terminal
-from tests.gateway.flows import SMALL, SseReader, assert_problem, generate
+from tests.api import TestUser, assert_problem, signup, wait_terminal
+from tests.gateway.flows import SMALL, SseReader, generate
 
 
 def test_prefer_wait_answers_with_the_finished_generation(api: httpx.Client, user: TestUser) -> None:

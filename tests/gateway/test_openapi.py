@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from genimage_devstack.stack import ServiceProcess
-from tests.api import TestUser, signup
+from tests.api import PROBLEM, TestUser, signup
 
 CHECKS = [
     not_a_server_error,
@@ -79,7 +79,7 @@ def test_every_operation_is_documented(api: httpx.Client) -> None:
             assert status in responses, (where, status)
         for status, response in responses.items():
             if int(status) >= 400:
-                assert set(response["content"]) == {"application/problem+json"}, (where, status)
+                assert set(response["content"]) == {PROBLEM}, (where, status)
             assert "RateLimit" in response["headers"], (where, status)
         if op.get("security"):
             assert "401" in responses, where

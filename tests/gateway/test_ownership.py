@@ -7,8 +7,8 @@ import io
 import httpx
 from PIL import Image
 
-from tests.api import signup, wait_terminal
-from tests.gateway.flows import SMALL, assert_problem, generate
+from tests.api import assert_problem, signup, wait_terminal
+from tests.gateway.flows import SMALL, generate
 
 
 def test_another_users_ids_are_not_found(api: httpx.Client) -> None:

@@ -4,7 +4,6 @@ until the hold expires."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +14,10 @@ import nats
 import pytest
 
 from genimage_common.streams import GENERATION
-from tests.api import TestUser, wait_terminal
-from tests.gateway.flows import SMALL, assert_problem
-from tests.helpers import eventually
+from tests.aio import run_sync
+from tests.api import TestUser, assert_problem, wait_terminal
+from tests.gateway.flows import SMALL
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,11 +38,11 @@ async def _set_max_msg_size(url: str, size: int) -> int:
 def generation_stream_refuses(stack_env: dict[str, str]) -> Iterator[None]:
     """The GENERATION stream refuses every new message (each is over its size limit); the
     messages it holds stay, and the limit is restored afterwards."""
-    previous = asyncio.run(_set_max_msg_size(stack_env["NATS_URL"], 1))
+    previous = run_sync(_set_max_msg_size(stack_env["NATS_URL"], 1))
     try:
         yield
     finally:
-        asyncio.run(_set_max_msg_size(stack_env["NATS_URL"], previous))
+        run_sync(_set_max_msg_size(stack_env["NATS_URL"], previous))
 
 
 def _ledger(api: httpx.Client, user: TestUser) -> list[dict]:
@@ -125,12 +125,12 @@ def test_release_is_idempotent_and_leaves_resolved_holds_alone(
     credits = api.get("/v1/credits", headers=user.auth).json()
     # Committed already: nothing to release, twice.
     for _ in range(2):
-        reply = asyncio.run(release(done["id"], user.id))
+        reply = run_sync(release(done["id"], user.id))
         assert reply["released"] is False, reply
     assert api.get("/v1/credits", headers=user.auth).json() == credits
     # Another user's hold, or none at all: not found, nothing moves.
-    reply = asyncio.run(release(done["id"], str(uuid.uuid4())))
+    reply = run_sync(release(done["id"], str(uuid.uuid4())))
     assert reply["error"]["code"] == "not_found", reply
-    reply = asyncio.run(release(str(uuid.uuid4()), user.id))
+    reply = run_sync(release(str(uuid.uuid4()), user.id))
     assert reply["released"] is False, reply
     assert len([e for e in _ledger(api, user) if e["type"] == "refund"]) == 0

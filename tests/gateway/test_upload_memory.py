@@ -18,8 +18,8 @@ from PIL import Image
 
 from genimage_devstack.processes import free_port
 from genimage_devstack.stack import ServiceProcess, launch
-from tests.api import TestUser, signup
-from tests.gateway.flows import assert_problem
+from tests.api import TestUser, assert_problem, signup
+from tests.marks import starts_services
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,6 +57,7 @@ def _reset_peak(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
+@starts_services
 def gateway(
     stack_env: dict[str, str], services: dict, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:

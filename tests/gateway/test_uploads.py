@@ -3,7 +3,6 @@ usable as inputs by their owner only."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import struct
@@ -15,8 +14,9 @@ from PIL import Image, PngImagePlugin
 
 from genimage_common.settings import CommonSettings
 from genimage_common.storage import ObjectStore, upload_key
-from tests.api import TestUser, signup
-from tests.gateway.flows import SMALL, assert_problem
+from tests.aio import run_sync
+from tests.api import TestUser, assert_problem, signup
+from tests.gateway.flows import SMALL
 
 
 def _image(fmt: str, size: tuple[int, int] = (40, 30), **save: object) -> bytes:
@@ -34,7 +34,7 @@ def _stored(stack_env: dict[str, str], user_id: str, upload_id: str) -> bytes:
 
     settings = CommonSettings(**{k.lower(): v for k, v in stack_env.items() if k.startswith(("S3_",))})
     store = ObjectStore(settings)
-    return asyncio.run(store.get(upload_key(uuid.UUID(user_id), uuid.UUID(upload_id), "png")))
+    return run_sync(store.get(upload_key(uuid.UUID(user_id), uuid.UUID(upload_id), "png")))
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])

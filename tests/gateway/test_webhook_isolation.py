@@ -14,7 +14,7 @@ import pytest
 from tests.api import TestUser, signup
 from tests.gateway.flows import generate
 from tests.gateway.servers import Receiver, SlowReceiver
-from tests.helpers import eventually
+from tests.polling import eventually
 from tests.session_env import SESSION_ENV
 
 # The session's gateway: GATEWAY_WEBHOOK_TIMEOUT_S=5. The slow receiver sends a byte every

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import itertools
 import json
@@ -18,10 +17,11 @@ from gateway.settings import GatewaySettings
 from gateway.webhooks import retry_delay
 from genimage_common.database import make_engine
 from genimage_common.ids import generation_id_for
-from tests.api import TestUser, signup, wait_terminal
-from tests.gateway.flows import assert_problem, generate
+from tests.aio import run_sync
+from tests.api import TestUser, assert_problem, signup, wait_terminal
+from tests.gateway.flows import generate
 from tests.gateway.servers import Receiver
-from tests.helpers import eventually
+from tests.polling import eventually
 
 
 def _secret(api: httpx.Client, user: TestUser) -> str:
@@ -67,16 +67,21 @@ def test_deliveries_are_signed_and_filtered(api: httpx.Client, user: TestUser, r
     assert recorded[0]["id"] == receiver.at("/done")[0].headers["webhook-id"]
 
 
+def _deliveries_once(api: httpx.Client, user: TestUser, generation_id: str, status: str, *, what: str) -> list[dict]:
+    """The generation's webhook deliveries, once the first of them has reached ``status``."""
+
+    def reached() -> list[dict] | None:
+        items = api.get(f"/v1/generations/{generation_id}/webhooks", headers=user.auth).json()["items"]
+        return items if items and items[0]["status"] == status else None
+
+    return eventually(reached, timeout=30, what=what)
+
+
 def test_5xx_is_retried_with_backoff_then_delivered(api: httpx.Client, user: TestUser, receiver: Receiver) -> None:
     url = receiver.answer("/flaky", 500, 503)
     created = generate(api, user, prompt="retry me", webhook=url, webhook_events=["completed"])
     wait_terminal(api, user, created["id"])
-
-    def delivered() -> list[dict] | None:
-        items = api.get(f"/v1/generations/{created['id']}/webhooks", headers=user.auth).json()["items"]
-        return items if items and items[0]["status"] == "delivered" else None
-
-    (delivery,) = eventually(delivered, timeout=30, what="delivered after retries")
+    (delivery,) = _deliveries_once(api, user, created["id"], "delivered", what="delivered after retries")
     assert delivery["attempts"] == 3 and delivery["last_status_code"] == 204
     attempts = receiver.at("/flaky")
     assert len(attempts) == 3
@@ -101,12 +106,7 @@ def test_gives_up_after_max_attempts(api: httpx.Client, user: TestUser, receiver
     url = receiver.answer("/down", 500, 500, 500, 500, 500)
     created = generate(api, user, prompt="nobody listens", webhook=url, webhook_events=["completed"])
     wait_terminal(api, user, created["id"])
-
-    def failed() -> list[dict] | None:
-        items = api.get(f"/v1/generations/{created['id']}/webhooks", headers=user.auth).json()["items"]
-        return items if items and items[0]["status"] == "failed" else None
-
-    (delivery,) = eventually(failed, timeout=30, what="delivery given up")
+    (delivery,) = _deliveries_once(api, user, created["id"], "failed", what="delivery given up")
     assert delivery["attempts"] == 4 and delivery["last_error"] == "HTTP 500"  # GATEWAY_WEBHOOK_MAX_ATTEMPTS=4
     assert len(receiver.at("/down")) == 4
 
@@ -148,12 +148,12 @@ def test_refusal_after_dns_resolution_and_allow_list() -> None:
             return f"refused: {exc}"
         return target.address
 
-    assert (asyncio.run(check("http://localhost:9/x", []))).startswith("refused")
-    assert ipaddress.ip_address(asyncio.run(check("http://localhost:9/x", loopback))).is_loopback
-    assert asyncio.run(check("ftp://127.0.0.1/x", loopback)).startswith("refused")
-    assert asyncio.run(check("http://8.8.8.8/x", loopback, public=False)).startswith("refused")
-    assert asyncio.run(check("http://8.8.8.8/x", [])) == "8.8.8.8"  # resolving only: nothing is sent
-    assert asyncio.run(check("http://no-such-host.invalid/x", [])).startswith("refused")
+    assert (run_sync(check("http://localhost:9/x", []))).startswith("refused")
+    assert ipaddress.ip_address(run_sync(check("http://localhost:9/x", loopback))).is_loopback
+    assert run_sync(check("ftp://127.0.0.1/x", loopback)).startswith("refused")
+    assert run_sync(check("http://8.8.8.8/x", loopback, public=False)).startswith("refused")
+    assert run_sync(check("http://8.8.8.8/x", [])) == "8.8.8.8"  # resolving only: nothing is sent
+    assert run_sync(check("http://no-such-host.invalid/x", [])).startswith("refused")
 
 
 def _subscribed(stack_env: dict[str, str], generation_id: uuid.UUID) -> bool:
@@ -169,7 +169,7 @@ def _subscribed(stack_env: dict[str, str], generation_id: uuid.UUID) -> bool:
             await engine.dispose()
         return bool(found)
 
-    return asyncio.run(query())
+    return run_sync(query())
 
 
 def test_a_generation_refused_its_credits_leaves_no_webhook_behind(

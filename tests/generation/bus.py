@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import DeliverPolicy
 
 from genimage_common.events import (
     Event,
@@ -25,23 +20,11 @@ from genimage_common.events import (
 )
 from genimage_common.ids import new_id, transition_event_id
 from genimage_common.streams import DLQ, GALLERY, GENERATION
+from tests.jetstream import stream_messages
+from tests.polling import eventually_async
 
 T = TypeVar("T")
 TERMINAL = {"generation.completed", "generation.failed", "generation.canceled"}
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
-) -> T:
-    """The async twin of ``tests.helpers.eventually``: poll until truthy, fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"not reached within {timeout}s: {what or probe!r}; last value: {last!r}")
 
 
 def kind_of(event: Event[Any]) -> str:
@@ -100,20 +83,7 @@ class Bus:
 
     async def messages(self, subject: str, stream: str) -> list[Msg]:
         """Every message of ``stream`` on ``subject`` so far (what consumers will see)."""
-        sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-        out: list[Msg] = []
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=0.5)
-                except NatsTimeout:
-                    break
-                out.append(msg)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
-        return out
+        return await stream_messages(self.js, subject, stream)
 
     async def events(self, user_id: uuid.UUID) -> list[Event[Any]]:
         """The user's generation events in stream order (requested included)."""
@@ -123,7 +93,7 @@ class Bus:
         async def probe() -> Event[Any] | None:
             return next((e for e in await self.events(user_id) if kind_of(e) in TERMINAL), None)
 
-        return await eventually(probe, timeout=timeout, what=f"terminal event of user {user_id}")
+        return await eventually_async(probe, timeout=timeout, what=f"terminal event of user {user_id}")
 
     async def dead_letters(self, subject: str) -> list[Msg]:
         msgs = await self.messages("dlq.GENERATION.generation-requested", DLQ)

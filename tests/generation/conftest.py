@@ -15,26 +15,28 @@ from genimage_common.settings import CommonSettings
 from genimage_common.storage import ObjectStore
 from genimage_common.streams import ensure_streams
 from genimage_devstack.infra import Endpoints
-from genimage_devstack.processes import NatsServer, free_port
+from genimage_devstack.processes import free_port
 from genimage_devstack.stack import ServiceProcess, launch
 from tests.generation.bus import Bus
 from tests.generation.fakes import KEYS, Fakes, catalog_toml
+from tests.marks import out_of_process, starts_infra, starts_services
+from tests.private_nats import private_nats_server
 
 # Short enough that a killed worker's job comes back quickly, long enough for heartbeats.
 ACK_WAIT_S = 3
 
 
 @pytest.fixture(scope="session")
+@starts_infra
 def gen_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = NatsServer(tmp_path_factory.mktemp("generation-nats"), port=free_port(), monitor_port=free_port())
-    server.start()
-    try:
+    """The private NATS server of the whole package (not of one module, as ``private_nats``):
+    the session's worker lives on it."""
+    with private_nats_server(tmp_path_factory.mktemp("generation-nats")) as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
+@out_of_process
 def fakes() -> Iterator[Fakes]:
     servers = Fakes()
     servers.start()
@@ -93,6 +95,7 @@ def start_worker(env: dict[str, str], logs: Path, name: str = "generation") -> S
 
 
 @pytest.fixture(scope="session")
+@starts_services
 def worker(worker_env: dict[str, str], worker_logs: Path) -> Iterator[ServiceProcess]:
     proc = start_worker(worker_env, worker_logs)
     try:

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from genimage_devstack.processes import free_port
+from tests.polling import eventually
 
 SLOW_S = 3.0
 
@@ -75,6 +76,10 @@ class Fakes:
 
     def calls_for(self, prompt: str, provider: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.prompt == prompt and (provider is None or c.provider == provider)]
+
+    def prediction_polled(self, prompt: str) -> bool:
+        """Whether the prediction of ``prompt`` was asked for its state (it is under way)."""
+        return any(c.path.startswith("/v1/predictions/") for c in self.calls_for(prompt))
 
     def step(self, provider: str, prompt: str | None) -> str:
         steps = self.scripts.get(prompt or "", ["ok"])
@@ -124,11 +129,7 @@ class Fakes:
 
         self._thread = threading.Thread(target=lambda: asyncio.run(serve_all()), name="fake-providers", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not all(s.started for s in self._servers):
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake providers did not start")
-            time.sleep(0.02)
+        eventually(lambda: all(s.started for s in self._servers), timeout=10, interval=0.02, what="fakes started")
 
     def stop(self) -> None:
         for s in self._servers:

@@ -12,8 +12,9 @@ from genimage_common.events import GenerationCanceled, GenerationCompleted, Gene
 from genimage_common.ids import new_id, transition_event_id
 from genimage_common.storage import ObjectStore
 from genimage_devstack.stack import ServiceProcess
-from tests.generation.bus import Bus, eventually, kind_of
+from tests.generation.bus import Bus, kind_of
 from tests.generation.fakes import Fakes
+from tests.polling import eventually_async
 
 
 async def terminal_messages(bus: Bus, user_id: uuid.UUID) -> list[str]:
@@ -38,7 +39,7 @@ async def test_a_queued_job_never_runs(worker: ServiceProcess, bus: Bus, store: 
         info = await bus.js.consumer_info("GENERATION", "generation-requested")
         return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await eventually(consumed, what="request consumed")
+    await eventually_async(consumed, what="request consumed")
     kinds = await terminal_messages(bus, uid)
     assert kinds == ["generation.cancel_requested", "generation.canceled", "generation.requested"]
     assert await store.stat(f"users/{uid}/generations/{gid}/0.png") is None
@@ -55,12 +56,12 @@ async def test_a_running_job_stops(worker: ServiceProcess, bus: Bus, store: Obje
             for e in await bus.events(uid)
         )
 
-    await eventually(encoding, what="encoding under way")
+    await eventually_async(encoding, what="encoding under way")
     await bus.cancel(uid, gid)
     done = await bus.terminal(uid)
     assert isinstance(done.data, GenerationCanceled) and done.id == transition_event_id(gid, "terminal")
     # The worker let go of the job (its slot is free again) without finishing the clip.
-    await eventually(lambda: _idle(worker), timeout=10, what="job stopped")
+    await eventually_async(lambda: _idle(worker), timeout=10, what="job stopped")
     events = await bus.events(uid)
     assert [kind_of(e) for e in events].count("generation.canceled") == 1
     assert "generation.completed" not in [kind_of(e) for e in events]
@@ -77,18 +78,11 @@ async def test_a_running_remote_job_cancels_its_prediction(worker: ServiceProces
     req = await bus.request(model="replicate-solo", prompt=prompt)
     uid, gid = req.data.user_id, req.data.generation_id
 
-    async def polling() -> bool:
-        return any(c.path.startswith("/v1/predictions/") for c in fakes.calls_for(prompt))
-
-    await eventually(polling, what="prediction polled")
+    await eventually_async(lambda: fakes.prediction_polled(prompt), what="prediction polled")
     await bus.cancel(uid, gid)
     assert isinstance((await bus.terminal(uid)).data, GenerationCanceled)
     (pid,) = {p for p, pred in fakes.predictions.items() if pred["prompt"] == prompt}
-    await eventually(lambda: _true(pid in fakes.canceled), what="prediction canceled upstream")
-
-
-async def _true(value: bool) -> bool:
-    return value
+    await eventually_async(lambda: pid in fakes.canceled, what="prediction canceled upstream")
 
 
 async def test_cancel_after_completion_changes_nothing(worker: ServiceProcess, bus: Bus) -> None:
@@ -102,6 +96,6 @@ async def test_cancel_after_completion_changes_nothing(worker: ServiceProcess, b
         info = await bus.js.consumer_info("GENERATION", "generation-cancel-requested")
         return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await eventually(consumed, what="cancel consumed")
+    await eventually_async(consumed, what="cancel consumed")
     kinds = await terminal_messages(bus, uid)
     assert kinds.count("generation.completed") == 1 and "generation.canceled" not in kinds

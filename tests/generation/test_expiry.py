@@ -21,8 +21,9 @@ from genimage_common.ids import new_id, transition_event_id
 from genimage_common.storage import ObjectStore
 from genimage_common.streams import BILLING, GENERATION
 from genimage_devstack.stack import ServiceProcess
-from tests.generation.bus import Bus, eventually, kind_of
+from tests.generation.bus import Bus, kind_of
 from tests.generation.fakes import Fakes
+from tests.polling import eventually_async
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,7 +66,7 @@ async def test_a_hold_expiring_while_the_job_waits_for_a_slot_fails_it(
         prompt = fakes.script(f"expiry busy {i} {uuid.uuid4().hex[:6]}", ["slow"])
         busy.append(await bus.request(model="replicate-solo", prompt=prompt))
     try:
-        await eventually(lambda: _equals(jobs_running(worker), CONCURRENCY), what="every slot busy")
+        await eventually_async(lambda: _equals(jobs_running(worker), CONCURRENCY), what="every slot busy")
         queued = await bus.request()
         uid, gid = queued.data.user_id, queued.data.generation_id
         info = await bus.js.consumer_info(GENERATION, "generation-requested")
@@ -80,7 +81,7 @@ async def test_a_hold_expiring_while_the_job_waits_for_a_slot_fails_it(
             await bus.cancel(req.data.user_id, req.data.generation_id)
 
     # The slots free up and the queued job is delivered: it finds its outcome and renders nothing.
-    await eventually(lambda: consumed(bus, "generation-requested"), timeout=30, what="queued job consumed")
+    await eventually_async(lambda: consumed(bus, "generation-requested"), timeout=30, what="queued job consumed")
     kinds = [kind_of(e) for e in await bus.events(uid)]
     assert kinds == ["generation.requested", "generation.failed"]
     assert await store.stat(f"users/{uid}/generations/{gid}/0.png") is None
@@ -91,15 +92,12 @@ async def test_a_running_job_whose_hold_expired_stops(worker: ServiceProcess, bu
     req = await bus.request(model="replicate-solo", prompt=prompt)
     uid, gid = req.data.user_id, req.data.generation_id
 
-    async def polling() -> bool:
-        return any(c.path.startswith("/v1/predictions/") for c in fakes.calls_for(prompt))
-
-    await eventually(polling, what="prediction polled")
+    await eventually_async(lambda: fakes.prediction_polled(prompt), what="prediction polled")
     await refund(bus, uid, gid)
     assert_expired(await bus.terminal(uid))
     (pid,) = {p for p, pred in fakes.predictions.items() if pred["prompt"] == prompt}
-    await eventually(lambda: _equals(_value(pid in fakes.canceled), True), what="prediction canceled upstream")
-    await eventually(lambda: consumed(bus, "generation-requested"), what="job let go")
+    await eventually_async(lambda: pid in fakes.canceled, what="prediction canceled upstream")
+    await eventually_async(lambda: consumed(bus, "generation-requested"), what="job let go")
     kinds = [kind_of(e) for e in await bus.events(uid)]
     assert kinds.count("generation.failed") == 1 and "generation.completed" not in kinds
     assert "generation.canceled" not in kinds
@@ -114,7 +112,7 @@ async def test_a_hold_expired_for_a_request_never_published_ends_the_generation(
     assert_expired(await bus.terminal(uid))
     # A client retry with the same idempotency key publishes the request later: no render.
     await bus.request(user_id=uid, generation_id=gid)
-    await eventually(lambda: consumed(bus, "generation-requested"), what="late request consumed")
+    await eventually_async(lambda: consumed(bus, "generation-requested"), what="late request consumed")
     assert [kind_of(e) for e in await bus.events(uid)] == ["generation.failed", "generation.requested"]
     assert await store.stat(f"users/{uid}/generations/{gid}/0.png") is None
 
@@ -128,7 +126,7 @@ async def test_other_refunds_and_finished_generations_are_left_alone(worker: Ser
     await refund(bus, uid, gid)
     other_uid = uuid.uuid4()
     await refund(bus, other_uid, new_id(), reason="failed")
-    await eventually(lambda: consumed(bus, "generation-hold-expired", BILLING), what="refunds consumed")
+    await eventually_async(lambda: consumed(bus, "generation-hold-expired", BILLING), what="refunds consumed")
     kinds = [kind_of(e) for e in await bus.events(uid)]
     assert kinds.count("generation.completed") == 1 and "generation.failed" not in kinds
     assert await bus.events(other_uid) == []
@@ -136,7 +134,3 @@ async def test_other_refunds_and_finished_generations_are_left_alone(worker: Ser
 
 async def _equals(value, expected) -> bool:  # type: ignore[no-untyped-def]
     return await value == expected
-
-
-async def _value(value: bool) -> bool:
-    return value

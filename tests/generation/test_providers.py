@@ -31,8 +31,8 @@ from generation.providers.base import Provider, RenderRequest
 from generation.providers.http import RetryPolicy
 from generation.providers.registry import build_providers
 from genimage_common.catalog import load_catalog
-from tests.generation.bus import eventually
 from tests.generation.fakes import KEYS, Fakes
+from tests.polling import eventually_async
 
 PROVIDERS = ["openai", "stability", "replicate", "gemini"]
 ATTEMPTS = 3
@@ -164,10 +164,7 @@ async def test_replicate_cancel_cancels_the_prediction(chain: ProviderChain, fak
     token = CancelToken()
     task = asyncio.ensure_future(run(chain, "replicate-solo", req(prompt), cancel=token))
 
-    async def polled() -> bool:
-        return any(c.path.startswith("/v1/predictions/") for c in fakes.calls_for(prompt))
-
-    await eventually(polled, timeout=10, what="prediction polled")
+    await eventually_async(lambda: fakes.prediction_polled(prompt), timeout=10, what="prediction polled")
     token.cancel()
     with pytest.raises(JobCanceled):
         await task

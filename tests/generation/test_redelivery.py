@@ -9,8 +9,9 @@ from pathlib import Path
 from genimage_common.events import GenerationCompleted, GenerationProgress, GenerationStarted
 from genimage_common.storage import ObjectStore
 from genimage_devstack.stack import ServiceProcess
-from tests.generation.bus import Bus, eventually, kind_of
+from tests.generation.bus import Bus, kind_of
 from tests.generation.conftest import start_worker
+from tests.polling import eventually_async
 
 
 async def test_killed_worker_job_is_redelivered_and_completes_once(
@@ -27,7 +28,7 @@ async def test_killed_worker_job_is_redelivered_and_completes_once(
                 isinstance(e.data, GenerationProgress) and e.data.stage == "encoding" for e in await bus.events(uid)
             )
 
-        await eventually(mid_job, what="victim encoding")
+        await eventually_async(mid_job, what="victim encoding")
         assert victim.proc.popen is not None
         victim.proc.popen.kill()  # SIGKILL: no graceful hand-back, no ack
         victim.proc.popen.wait(10)

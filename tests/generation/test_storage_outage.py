@@ -17,8 +17,9 @@ import pytest
 from genimage_common.events import GenerationCompleted, GenerationStarted
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.stack import ServiceProcess
-from tests.generation.bus import Bus, eventually
+from tests.generation.bus import Bus
 from tests.generation.conftest import start_worker
+from tests.polling import eventually_async
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -126,7 +127,7 @@ async def test_a_job_waits_out_a_storage_outage_and_completes(
             info = await bus.js.consumer_info("GENERATION", "generation-requested")
             return info.delivered.consumer_seq - before > max_deliveries
 
-        await eventually(delivered_past_the_bound, timeout=120, interval=0.5, what="redelivered past the bound")
+        await eventually_async(delivered_past_the_bound, timeout=120, interval=0.5, what="redelivered past the bound")
         assert not [e for e in await bus.events(uid) if e.data.name != "generation.requested"]
         assert await bus.dead_letters(req.nats_subject) == []
         cuttable_s3.up()

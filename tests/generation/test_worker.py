@@ -23,8 +23,9 @@ from genimage_common.events import (
 from genimage_common.ids import new_id, transition_event_id
 from genimage_common.storage import ObjectStore, upload_key
 from genimage_devstack.stack import ServiceProcess
-from tests.generation.bus import Bus, eventually, kind_of
+from tests.generation.bus import Bus, kind_of
 from tests.generation.fakes import Fakes
+from tests.polling import eventually_async
 
 
 async def upload(store: ObjectStore, user_id: uuid.UUID, color: tuple[int, int, int]) -> uuid.UUID:
@@ -221,7 +222,7 @@ async def test_poison_messages_go_to_the_dlq_without_blocking(worker: ServicePro
     after = await bus.request()
     assert isinstance((await bus.terminal(after.data.user_id)).data, GenerationCompleted)
     for subject in subjects:
-        (dead,) = await eventually(lambda s=subject: bus.dead_letters(s), what=f"{subject} dead-lettered")
+        (dead,) = await eventually_async(lambda s=subject: bus.dead_letters(s), what=f"{subject} dead-lettered")
         assert dead.headers["Genimage-Dlq-Deliveries"] == "1"
         assert "undecodable" in dead.headers["Genimage-Dlq-Error"]
 
@@ -239,7 +240,7 @@ async def test_unexpected_failures_are_redelivered_then_dead_lettered(
     assert isinstance(failed, GenerationFailed)
     # GENERATION_MAX_DELIVERIES=3 in these tests: three attempts, then the outcome and the DLQ.
     assert (failed.error.code, failed.attempts) == ("internal_error", 3)
-    (dead,) = await eventually(lambda: bus.dead_letters(broken.nats_subject), what="dead-lettered")
+    (dead,) = await eventually_async(lambda: bus.dead_letters(broken.nats_subject), what="dead-lettered")
     assert dead.headers["Genimage-Dlq-Deliveries"] == "3"
 
 
@@ -254,7 +255,7 @@ async def test_a_settled_job_redelivered_never_renders_again(worker: ServiceProc
         info = await bus.js.consumer_info("GENERATION", "generation-requested")
         return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await eventually(consumed, what="redelivered request consumed")
+    await eventually_async(consumed, what="redelivered request consumed")
     events = await bus.events(uid)
     assert [kind_of(e) for e in events].count("generation.requested") == 2
     assert [kind_of(e) for e in events].count("generation.started") == 1
@@ -273,7 +274,7 @@ async def test_deleted_images_objects_are_removed(worker: ServiceProcess, bus: B
     async def gone() -> bool:
         return all([await store.stat(k) is None for k in mine])
 
-    await eventually(gone, what="objects deleted")
+    await eventually_async(gone, what="objects deleted")
     assert await store.stat(foreign) == 1  # never another user's objects
 
 

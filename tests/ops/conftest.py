@@ -1,13 +1,12 @@
 """Fixtures of the operations tests: promtool, and a second, traced copy of the stack.
 
-The traced stack has its own NATS server and its own database (on the session's PostgreSQL)
+The traced stack has its own NATS server (``private_nats``) and its own database (on the session's PostgreSQL)
 so its durable consumers never share work with the untraced ``services`` of the session: every
 message of a traced generation is handled by a traced process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
 import uuid
@@ -21,35 +20,21 @@ import pytest
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.processes import NatsServer, free_port
 from genimage_devstack.stack import SERVICES, ServiceProcess, prepare, service_env, start_services
+from tests.aio import run_sync
+from tests.marks import out_of_process, starts_services
 from tests.ops.otlp import OtlpHttpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
+@out_of_process
 def promtool() -> str:
     """promtool from the virtualenv (``make tools``, a dependency of ``make test``) or PATH."""
     local = Path(sys.executable).parent / "promtool"
     found = str(local) if local.exists() else shutil.which("promtool")
     assert found, "promtool is missing: run `make tools` (deploy/tools/install-promtool.sh)"
     return found
-
-
-@dataclass
-class NatsWithMonitor:
-    url: str
-    monitor_url: str
-
-
-@pytest.fixture(scope="module")
-def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsWithMonitor]:
-    """A NATS server of this module alone, with its monitoring port (what the NATS exporter reads)."""
-    server = NatsServer(tmp_path_factory.mktemp("ops-nats"), port=free_port(), monitor_port=free_port())
-    server.start()
-    try:
-        yield NatsWithMonitor(server.url, f"http://127.0.0.1:{server.monitor_port}")
-    finally:
-        server.stop()
 
 
 def _create_database(database_url: str) -> str:
@@ -65,7 +50,7 @@ def _create_database(database_url: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    run_sync(create())
     return f"{base}/{name}"
 
 
@@ -86,17 +71,17 @@ class TracedStack:
 
 
 @pytest.fixture(scope="module")
+@starts_services
 def traced_stack(
     infra: Endpoints,
-    own_nats: NatsWithMonitor,
+    private_nats: NatsServer,
     otlp_http: OtlpHttpReceiver,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TracedStack]:
     """The four services as processes exporting their spans over OTLP/HTTP to ``otlp_http``,
     configured only by the standard ``OTEL_*`` variables."""
-    endpoints = Endpoints(
-        own_nats.url, _create_database(infra.database_url), infra.s3_endpoint, infra.s3_access_key, infra.s3_secret_key
-    )
+    database_url = _create_database(infra.database_url)
+    endpoints = Endpoints(private_nats.url, database_url, infra.s3_endpoint, infra.s3_access_key, infra.s3_secret_key)
     env = service_env(endpoints, {"ENVIRONMENT": "test", "LOG_LEVEL": "INFO"})
     prepare(endpoints, env)
     env.pop("OTEL_SERVICE_NAME", None)  # each process names itself

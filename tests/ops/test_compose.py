@@ -144,6 +144,7 @@ def test_each_service_is_built_from_the_dockerfile_runs_hardened_and_is_probed()
         assert service["restart"] == "unless-stopped"
 
 
+@pytest.mark.e2e  # loads the settings in fresh interpreters
 def test_every_secret_can_be_set_from_outside_and_the_settings_load() -> None:
     raw = yaml.safe_load(COMPOSE.read_text())["services"]
     for name in APPS:
@@ -174,6 +175,7 @@ def test_services_export_traces_to_the_collector_which_feeds_the_trace_store() -
     assert "jaeger" in services and "16686:16686" in services["jaeger"]["ports"]
 
 
+@pytest.mark.e2e  # runs nats-server -t on the configuration
 def test_nats_runs_jetstream_with_fsync_always_and_monitoring(tmp_path: Path) -> None:
     nats = _services()["nats"]
     mounts = dict(v.split(":")[:2] for v in nats["volumes"] if v.startswith("./"))

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import yaml
 
+from genimage_devstack.processes import LOOPBACK, NatsServer
 from genimage_devstack.stack import ServiceProcess
-from tests.api import signup, wait_terminal
-from tests.helpers import eventually
-from tests.ops.conftest import ROOT, NatsWithMonitor
+from tests.api import generated, signup, wait_credits
+from tests.ops.conftest import ROOT
 from tests.ops.promql import all_names, exposed_series, for_promtool, selector_labels
 
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -139,19 +139,8 @@ def exported(services: dict[str, ServiceProcess]) -> dict[str, set[str]]:
     """Series (with label names) on /metrics of the four services after one generation went through."""
     with httpx.Client(base_url=services["gateway"].url, timeout=30) as api:
         user = signup(api)
-        r = api.post(
-            "/v1/generations",
-            headers=user.auth,
-            json={"kind": "image", "prompt": "metrics for the dashboards", "width": 256, "height": 256},
-        )
-        assert r.status_code == 202, r.text
-        gid = r.json()["id"]
-        done = wait_terminal(api, user, gid)
-        assert done["status"] == "succeeded", done
-        eventually(
-            lambda: api.get("/v1/credits", headers=user.auth).json() == {"available": 15, "reserved": 0},
-            what="credits committed",
-        )
+        generated(api, user, "metrics for the dashboards", width=256, height=256)
+        wait_credits(api, user, {"available": 15, "reserved": 0}, what="credits committed")
     series: dict[str, set[str]] = {}
     for proc in services.values():
         page = httpx.get(f"{proc.url}/metrics", timeout=10)
@@ -187,9 +176,9 @@ def test_queries_match_on_labels_the_metrics_have(exported: dict[str, set[str]])
     assert not wrong, "\n".join(wrong)
 
 
-def test_nats_exporter_varz_names_are_fields_of_a_real_nats_server(own_nats: NatsWithMonitor) -> None:
+def test_nats_exporter_varz_names_are_fields_of_a_real_nats_server(private_nats: NatsServer) -> None:
     """The exporter makes one nats_varz_<field> gauge per numeric field of /varz (with -prefix=nats)."""
-    varz = httpx.get(f"{own_nats.monitor_url}/varz", timeout=5).json()
+    varz = httpx.get(f"http://{LOOPBACK}:{private_nats.monitor_port}/varz", timeout=5).json()
     numeric = {k for k, v in varz.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     listed = {n.removeprefix("nats_varz_") for n in _nats_exporter_names() if n.startswith("nats_varz_")}
     assert listed and listed <= numeric, sorted(listed - numeric)

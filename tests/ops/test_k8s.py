@@ -5,7 +5,6 @@ ScaledObject of the generation workers and the 3-node, R3 NATS values."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from functools import cache
@@ -20,8 +19,12 @@ from genimage_common.settings import CommonSettings
 from genimage_common.streams import stream_configs
 from genimage_devstack.infra import Endpoints
 from genimage_devstack.stack import DEFAULT_PORTS, ServiceProcess
+from tests.aio import run_sync
 from tests.ops.conftest import ROOT
 from tests.ops.settings_env import load_settings, secret_variables
+
+# The manifests are built by kubectl (kustomize), in a process of its own.
+pytestmark = pytest.mark.e2e
 
 K8S = ROOT / "deploy" / "k8s"
 # The oldest and the newest Kubernetes minor the manifests are checked against.
@@ -210,7 +213,7 @@ def test_keda_watches_the_durable_consumer_the_generation_worker_really_uses(
         finally:
             await nc.close()
 
-    found = asyncio.run(consumers())
+    found = run_sync(consumers())
     assert consumer in found, sorted(found)
     assert found[consumer].startswith("generation.requested."), found[consumer]
 

@@ -12,7 +12,7 @@ import pytest
 
 from genimage_common.logging import _ContextFilter, json_formatter, log_context, redact
 from genimage_devstack.stack import ServiceProcess
-from tests.api import signup, wait_terminal
+from tests.api import generated, signup
 
 PASSWORD = "correct horse battery"  # what tests/api.py signs up with
 
@@ -99,15 +99,7 @@ def one_generation(services: dict[str, ServiceProcess]) -> dict:
     """Signup and one generation through the session's services; what a leak could carry."""
     with httpx.Client(base_url=services["gateway"].url, timeout=30) as api:
         user = signup(api)
-        r = api.post(
-            "/v1/generations",
-            headers=user.auth,
-            json={"kind": "image", "prompt": "a logged lighthouse", "width": 256, "height": 256},
-        )
-        assert r.status_code == 202, r.text
-        gid = r.json()["id"]
-        done = wait_terminal(api, user, gid)
-        assert done["status"] == "succeeded", done
+        gid = generated(api, user, "a logged lighthouse", width=256, height=256)["id"]
         login = api.post("/v1/auth/login", json={"email": user.email, "password": PASSWORD})
         secrets = {user.email, PASSWORD, user.token}
         if login.status_code == 200:

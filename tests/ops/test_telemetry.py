@@ -9,8 +9,11 @@ import sys
 
 import pytest
 
-from tests.helpers import eventually
 from tests.ops.otlp import OtlpGrpcReceiver, OtlpHttpReceiver
+from tests.polling import eventually
+
+# Every test runs its script in a fresh interpreter (tracing is configured once per process).
+pytestmark = pytest.mark.e2e
 
 SPAN = """
 from opentelemetry import trace

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.api import TestUser, signup, wait_terminal
-from tests.helpers import eventually
+from tests.api import TestUser, generated, signup, wait_credits
 from tests.ops.conftest import TracedStack
 from tests.ops.otlp import ReceivedSpan
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -37,19 +37,9 @@ def generation(traced_stack: TracedStack) -> TracedGeneration:
     """Signup, then one image generation through the traced gateway, until billing committed it."""
     with httpx.Client(base_url=traced_stack.services["gateway"].url, timeout=30) as api:
         user = signup(api)
-        r = api.post(
-            "/v1/generations", headers=user.auth, json={"kind": "image", "prompt": PROMPT, "width": 256, "height": 256}
-        )
-        assert r.status_code == 202, r.text
-        gid = r.json()["id"]
-
-        final = wait_terminal(api, user, gid)
-        assert final["status"] == "succeeded", final
+        gid = generated(api, user, PROMPT, width=256, height=256)["id"]
         # Billing commits after the terminal event: the last hop of the trace.
-        eventually(
-            lambda: api.get("/v1/credits", headers=user.auth).json() == {"available": 15, "reserved": 0},
-            what="credits committed",
-        )
+        wait_credits(api, user, {"available": 15, "reserved": 0}, what="credits committed")
     key = f"users/{user.id}/generations/{gid}/0.png"
 
     def stored() -> ReceivedSpan | None:
