@@ -17,11 +17,13 @@ from PIL import Image
 from .. import imaging
 
 FPS = 24
-# Encoder threads, pinned: x264 with N threads cuts each frame into N slices, so "auto" (the
-# host's core count) would make the bytes depend on the machine. Output must be a pure
-# function of the request (a re-run, on any replica, uploads the very bytes whose sha256 the
-# ``completed`` event carries).
-ENCODER_THREADS = 2
+# Output must be a pure function of the request (a re-run, on any replica, uploads the very
+# bytes whose sha256 the ``completed`` event carries). Encoder threads are pinned ("auto" is the
+# host's core count, and slices follow it). mbtree is off: with it, the same frames encoded after
+# an encode of another size came out different (x264 state left over from the earlier encode in
+# the process; 2-8 distinct outputs in 20 runs, even single-threaded; 1 in 45 without mbtree).
+ENCODER_THREADS = 1
+X264_PARAMS = f"threads={ENCODER_THREADS}:lookahead-threads=1:sliced-threads=0:mbtree=0:non-deterministic=0"
 # The canvas is this much larger than the frame: room to pan and zoom without borders.
 CANVAS_SCALE = 1.25
 ZOOM = 0.18
@@ -84,19 +86,18 @@ def render_clip(
     os.close(fd)
     try:
         # Deterministic bytes: bitexact leaves out the muxer's version string (and any wall-clock
-        # creation/modification time in mvhd/tkhd stays 0), threads and slicing are pinned.
+        # creation/modification time in mvhd/tkhd stays 0); see X264_PARAMS for the encoder.
         muxer = {"movflags": "+faststart", "fflags": "+bitexact"}
         with av.open(path, mode="w", format="mp4", options=muxer) as container:
             stream = container.add_stream(
                 "libx264",
                 rate=FPS,
-                options={"preset": "veryfast", "crf": "21", "flags": "+bitexact", "x264-params": "non-deterministic=0"},
+                options={"preset": "veryfast", "crf": "21", "flags": "+bitexact", "x264-params": X264_PARAMS},
             )
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
             stream.time_base = Fraction(1, FPS)
             stream.codec_context.gop_size = FPS * 2
-            stream.codec_context.thread_type = "SLICE"
             stream.codec_context.thread_count = ENCODER_THREADS
             for i in range(frames):
                 check()
