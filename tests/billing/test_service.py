@@ -95,6 +95,18 @@ async def billing_events(nc: nats.NATS, user: uuid.UUID) -> list[dict]:
     return await stream_events(nc, BILLING, f"billing.*.{user}")
 
 
+async def relayed_when(nc: nats.NATS, user: uuid.UUID, kind: str, count: int) -> list[dict] | None:
+    """The ``data`` of the user's billing events of ``kind`` once there are ``count`` of them."""
+    found = [e["data"] for e in await billing_events(nc, user) if e["type"].endswith(f"{kind}.v1")]
+    return found if len(found) >= count else None
+
+
+async def relayed(nc: nats.NATS, user: uuid.UUID, kind: str, count: int = 1) -> list[dict]:
+    """The ``data`` of the user's billing events of ``kind`` once ``count`` are there: the outbox
+    relay publishes them after the ledger's commit, so they may trail the balance by a moment."""
+    return await eventually_async(lambda: relayed_when(nc, user, kind, count), timeout=20, what=f"{kind} relayed")
+
+
 def names(events: list[dict]) -> list[str]:
     return [e["type"].split(".")[2] for e in events]
 
@@ -127,6 +139,7 @@ async def test_registration_opens_the_account_with_the_signup_grant_once(
     user2 = await registered_user(nc)  # consumed after the duplicate, in stream order
     assert await credits(nc, user) == {"available": 20, "reserved": 0}
     assert await credits(nc, user2) == {"available": 20, "reserved": 0}
+    await relayed(nc, user, "credits_granted")
     assert names(await billing_events(nc, user)) == ["account_opened", "credits_granted"]
 
 
@@ -146,8 +159,8 @@ async def test_a_purchase_is_granted_once_per_reference(billing: ServiceProcess,
     with pytest.raises(ValidationFailed):
         await call(nc, "grant", {**body, "amount": -5})
     assert await credits(nc, user) == {"available": 70, "reserved": 0}
-    granted = [e for e in await billing_events(nc, user) if e["type"].endswith("credits_granted.v1")]
-    assert [(e["data"]["reason"], e["data"]["amount"]) for e in granted] == [("signup", 20), ("purchase", 50)]
+    granted = await relayed(nc, user, "credits_granted", 2)
+    assert [(e["reason"], e["amount"]) for e in granted] == [("signup", 20), ("purchase", 50)]
 
 
 async def test_200_concurrent_reserve_requests_of_5_against_100(billing: ServiceProcess, nc: nats.NATS) -> None:
@@ -187,8 +200,7 @@ async def test_duplicated_and_redelivered_completions_commit_once(billing: Servi
     await factories.publish(js, factories.completed(user, gid, outputs=2, event_id=new_id()), stream=GENERATION)
     await drained(nc, "billing-generation-completed")
     assert await credits(nc, user) == {"available": 15, "reserved": 0}
-    events = await billing_events(nc, user)
-    committed = [e["data"] for e in events if e["type"].endswith("credits_committed.v1")]
+    committed = await relayed(nc, user, "credits_committed")
     assert [(c["amount"], c["released"]) for c in committed] == [(5, 5)]
     ledger = await call(nc, "ledger", {"user_id": str(user), "limit": 10})
     assert [(i["type"], i["amount"], i["balance_after"]) for i in ledger["items"]] == [
@@ -222,7 +234,7 @@ async def test_a_canceled_generation_is_refunded_once(billing: ServiceProcess, n
     await factories.publish(js, event, stream=GENERATION, msg_id=f"copy-{gid}")
     await drained(nc, "billing-generation-canceled")
     assert await credits(nc, user) == {"available": 20, "reserved": 0}
-    refunds = [e["data"] for e in await billing_events(nc, user) if e["type"].endswith("credits_refunded.v1")]
+    refunds = await relayed(nc, user, "credits_refunded")
     assert [(r["amount"], r["reason"]) for r in refunds] == [(15, "canceled")]
 
 

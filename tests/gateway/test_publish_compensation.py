@@ -15,7 +15,7 @@ import pytest
 
 from genimage_common.streams import GENERATION
 from tests.aio import run_sync
-from tests.api import TestUser, assert_problem, wait_terminal
+from tests.api import TestUser, assert_problem, wait_credits, wait_terminal
 from tests.gateway.flows import SMALL
 from tests.polling import eventually
 
@@ -109,6 +109,9 @@ def test_release_is_idempotent_and_leaves_resolved_holds_alone(
     assert created.status_code == 202
     done = wait_terminal(api, user, created.json()["id"])
     assert done["status"] == "succeeded"
+    # Billing commits the hold when it consumes ``completed``, independently of the gallery that
+    # answered ``succeeded``: wait for the commit, or release would (rightly) void a pending hold.
+    wait_credits(api, user, {"available": 15, "reserved": 0}, what="the hold committed")
 
     async def release(generation_id: str, user_id: str) -> dict:
         nc = await nats.connect(stack_env["NATS_URL"])
